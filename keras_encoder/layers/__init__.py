@@ -1,0 +1,23 @@
+"""Keras layers for Transformer encoders: attention, positions, blocks."""
+
+from keras_encoder.layers.attention import MultiHeadSelfAttention
+from keras_encoder.layers.embedding import TokenAndPositionEmbedding
+from keras_encoder.layers.encoder_block import TransformerEncoderBlock
+from keras_encoder.layers.masking import merge_masks
+from keras_encoder.layers.pooling import SequencePooling
+from keras_encoder.layers.position import (
+    LearnedPositionEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionEncoding,
+)
+
+__all__ = [
+    "LearnedPositionEmbedding",
+    "MultiHeadSelfAttention",
+    "RotaryEmbedding",
+    "SequencePooling",
+    "SinusoidalPositionEncoding",
+    "TokenAndPositionEmbedding",
+    "TransformerEncoderBlock",
+    "merge_masks",
+]

@@ -1,0 +1,246 @@
+"""Multi-head self-attention.
+
+Shape legend: B batch, T query tokens, S key tokens, N heads, H head size,
+D hidden.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_encoder.layers.masking import merge_masks
+from keras_encoder.layers.position import RotaryEmbedding
+
+
+# Scores are masked in float32. This is far below any real score, so exp()
+# underflows to exactly 0, yet finite, so a fully masked row still gives a
+# finite (uniform) softmax instead of NaN.
+_MASKED_SCORE = -0.7 * 3.4028235e38
+
+
+@keras.saving.register_keras_serializable(package="keras_encoder")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product self-attention.
+
+    Projects the input to queries, keys and values for `num_heads` heads,
+    attends with `softmax(q k^T / sqrt(H))` and projects the concatenated
+    heads back to the input width. Projections are `keras.layers.EinsumDense`
+    with the kernel shapes of `keras.layers.MultiHeadAttention` (query, key
+    and value `(D, N, H)`, output `(N, H, D)`), so Keras' `enable_lora` and
+    `quantize("int8")` apply to them.
+
+    Masking: a `padding_mask` `(B, S)`, an `attention_mask` `(B, T, S)` and
+    the Keras implicit mask of the input (from `mask_zero=True` upstream) are
+    combined with a logical AND; `True` means "attend". Masked keys get
+    exactly zero attention weight. The input's Keras mask is passed on to
+    the output.
+
+    When scores are not requested (and no attention dropout is active) the
+    layer takes the fused `keras.ops.dot_product_attention` path; otherwise
+    it computes the softmax explicitly and can return the weights.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        key_dim: int. Size of each head. Defaults to `None`, meaning
+            `hidden_dim // num_heads` (which must then divide exactly).
+        dropout: float. Dropout rate on the attention weights. Defaults to
+            `0.0`.
+        use_bias: bool. Whether the projections have biases. Defaults to
+            `True`.
+        use_rotary: bool. Whether to rotate queries and keys with
+            `RotaryEmbedding`. Defaults to `False`.
+        rotary_max_wavelength: float. Longest rotary wavelength. Defaults to
+            `10000`.
+        kernel_initializer: string or initializer. Defaults to
+            `"glorot_uniform"`.
+        bias_initializer: string or initializer. Defaults to `"zeros"`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: float tensor `(B, T, D)`.
+        padding_mask: bool tensor `(B, T)`, `True` for real tokens. Optional.
+        attention_mask: bool tensor `(B, T, T)`. Optional.
+        training: bool. Whether attention dropout is active.
+        return_attention_scores: bool. If `True`, return
+            `(outputs, scores)` with scores `(B, N, T, T)`, the attention
+            weights after softmax. Defaults to `False`.
+
+    Example:
+    >>> layer = MultiHeadSelfAttention(num_heads=4)
+    >>> x = keras.random.normal((2, 10, 32))
+    >>> y, scores = layer(x, return_attention_scores=True)
+    >>> tuple(scores.shape)
+    (2, 4, 10, 10)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        use_rotary=False,
+        rotary_max_wavelength=10000,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(
+                "`num_heads` must be a positive integer. "
+                f"Received: num_heads={num_heads}"
+            )
+        if key_dim is not None and (not isinstance(key_dim, int) or key_dim <= 0):
+            raise ValueError(
+                "`key_dim` must be a positive integer or None. "
+                f"Received: key_dim={key_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
+            )
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.use_rotary = use_rotary
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if self.key_dim is None and hidden_dim % self.num_heads:
+            raise ValueError(
+                f"The hidden size ({hidden_dim}) must be divisible by "
+                f"`num_heads` when `key_dim` is not given. "
+                f"Received: num_heads={self.num_heads}"
+            )
+        head_dim = self.key_dim or hidden_dim // self.num_heads
+        if self.use_rotary and head_dim % 2:
+            raise ValueError(
+                "Rotary embeddings need an even head size. "
+                f"Received: key_dim={head_dim}, num_heads={self.num_heads}"
+            )
+        self._head_dim = head_dim
+        projection_bias = "nh" if self.use_bias else None
+
+        def projection(name):
+            layer = keras.layers.EinsumDense(
+                "btd,dnh->btnh",
+                output_shape=(None, self.num_heads, head_dim),
+                bias_axes=projection_bias,
+                kernel_initializer=self._clone(self.kernel_initializer),
+                bias_initializer=self._clone(self.bias_initializer),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+            layer.build(input_shape)
+            # The mask is consumed by the attention below; let it pass through
+            # the projection silently instead of warning that it is dropped.
+            layer.supports_masking = True
+            return layer
+
+        self.query_dense = projection("query")
+        self.key_dense = projection("key")
+        self.value_dense = projection("value")
+        self.output_dense = keras.layers.EinsumDense(
+            "btnh,nhd->btd",
+            output_shape=(None, hidden_dim),
+            bias_axes="d" if self.use_bias else None,
+            kernel_initializer=self._clone(self.kernel_initializer),
+            bias_initializer=self._clone(self.bias_initializer),
+            dtype=self.dtype_policy,
+            name="attention_output",
+        )
+        self.output_dense.build(
+            (input_shape[0], input_shape[1], self.num_heads, head_dim)
+        )
+        self.output_dense.supports_masking = True
+        self.rotary = (
+            RotaryEmbedding(
+                self.rotary_max_wavelength, dtype=self.dtype_policy, name="rotary"
+            )
+            if self.use_rotary
+            else None
+        )
+        self.weights_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="attention_dropout"
+        )
+
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        merged_mask = merge_masks(padding_mask, attention_mask, mask)
+        if merged_mask is not None:
+            merged_mask = merged_mask[:, None, :, :]  # (B, 1, T|1, S)
+
+        query = self.query_dense(inputs)  # (B, T, N, H)
+        key = self.key_dense(inputs)  # (B, S, N, H)
+        value = self.value_dense(inputs)  # (B, S, N, H)
+        if self.rotary is not None:
+            query = self.rotary(query)
+            key = self.rotary(key)
+
+        explicit = return_attention_scores or (
+            training and self.dropout > 0.0
+        )
+        if explicit:
+            query = query * ops.cast(
+                1.0 / math.sqrt(self._head_dim), query.dtype
+            )
+            scores = ops.einsum("btnh,bsnh->bnts", query, key)  # (B, N, T, S)
+            # Softmax in float32 even under mixed precision.
+            scores = ops.cast(scores, "float32")
+            if merged_mask is not None:
+                scores = ops.where(merged_mask, scores, _MASKED_SCORE)
+            weights = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
+            dropped = self.weights_dropout(weights, training=training)
+            context = ops.einsum("bnts,bsnh->btnh", dropped, value)  # (B, T, N, H)
+        else:
+            context = ops.dot_product_attention(
+                query, key, value, mask=merged_mask
+            )  # (B, T, N, H)
+
+        outputs = self.output_dense(context)  # (B, T, D)
+        if return_attention_scores:
+            return outputs, weights
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "use_rotary": self.use_rotary,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config
+
+    @staticmethod
+    def _clone(initializer):
+        # A fresh initializer per projection, so seeded initializers do not
+        # give query, key and value identical kernels.
+        return initializer.__class__.from_config(initializer.get_config())

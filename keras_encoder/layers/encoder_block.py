@@ -1,0 +1,219 @@
+"""One Transformer encoder block.
+
+Shape legend: B batch, T tokens, N heads, D hidden, F feed-forward width.
+"""
+
+import keras
+
+from keras_encoder.layers.attention import MultiHeadSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="keras_encoder")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """Self-attention and a feed-forward network, each with residual + norm.
+
+    Post-norm (the default, as in "Attention Is All You Need"):
+    `x = norm(x + dropout(attention(x)))`, then
+    `x = norm(x + dropout(ffn(x)))`. Pre-norm (`norm_first=True`, more
+    stable for deep stacks): `x = x + dropout(attention(norm(x)))`, then
+    `x = x + dropout(ffn(norm(x)))`. The feed-forward network is
+    `Dense(intermediate_dim, activation)` followed by `Dense(D)`.
+
+    Masking: accepts the same `padding_mask`, `attention_mask` and Keras
+    implicit mask as `MultiHeadSelfAttention` (combined with logical AND;
+    `True` means "attend") and passes the Keras mask on to its output.
+
+    Args:
+        num_heads: int. Number of attention heads; must divide the hidden
+            size.
+        intermediate_dim: int. Width `F` of the feed-forward network.
+        dropout: float. Dropout on attention weights and on both residual
+            branches. Defaults to `0.0`.
+        activation: string or callable. Feed-forward activation. Defaults to
+            `"relu"`.
+        norm_first: bool. Pre-norm if `True`, post-norm if `False`. Defaults
+            to `False`.
+        layer_norm_epsilon: float. Epsilon of both layer norms. Defaults to
+            `1e-5`.
+        use_rotary: bool. Whether attention uses rotary position
+            embeddings. Defaults to `False`.
+        kernel_initializer: string or initializer. Defaults to
+            `"glorot_uniform"`.
+        bias_initializer: string or initializer. Defaults to `"zeros"`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: float tensor `(B, T, D)`.
+        padding_mask: bool tensor `(B, T)`. Optional.
+        attention_mask: bool tensor `(B, T, T)`. Optional.
+        training: bool. Whether dropout is active.
+        return_attention_scores: bool. If `True`, return `(outputs, scores)`
+            with scores `(B, N, T, T)`. Defaults to `False`.
+
+    Example:
+    >>> block = TransformerEncoderBlock(num_heads=4, intermediate_dim=128)
+    >>> y = block(keras.random.normal((2, 10, 32)))
+    >>> tuple(y.shape)
+    (2, 10, 32)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Xiong et al., 2020](https://arxiv.org/abs/2002.04745) (pre-norm)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        activation="relu",
+        norm_first=False,
+        layer_norm_epsilon=1e-5,
+        use_rotary=False,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(
+                "`num_heads` must be a positive integer. "
+                f"Received: num_heads={num_heads}"
+            )
+        if not isinstance(intermediate_dim, int) or intermediate_dim <= 0:
+            raise ValueError(
+                "`intermediate_dim` must be a positive integer. "
+                f"Received: intermediate_dim={intermediate_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
+            )
+        if layer_norm_epsilon <= 0:
+            raise ValueError(
+                "`layer_norm_epsilon` must be positive. "
+                f"Received: layer_norm_epsilon={layer_norm_epsilon}"
+            )
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.activation = keras.activations.get(activation)
+        self.norm_first = norm_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.use_rotary = use_rotary
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        if hidden_dim % self.num_heads:
+            raise ValueError(
+                f"The hidden size ({hidden_dim}) must be divisible by "
+                f"`num_heads`. Received: num_heads={self.num_heads}"
+            )
+        initializers = {
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer
+            ),
+        }
+        self.attention = MultiHeadSelfAttention(
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            use_rotary=self.use_rotary,
+            dtype=self.dtype_policy,
+            name="attention",
+            **initializers,
+        )
+        self.attention.build(input_shape)
+        self.attention_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="attention_residual_dropout"
+        )
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="attention_norm",
+        )
+        self.attention_norm.build(input_shape)
+        self.ffn_inner = keras.layers.Dense(
+            self.intermediate_dim,
+            activation=self.activation,
+            dtype=self.dtype_policy,
+            name="ffn_inner",
+            **initializers,
+        )
+        self.ffn_inner.build(input_shape)
+        self.ffn_outer = keras.layers.Dense(
+            hidden_dim, dtype=self.dtype_policy, name="ffn_outer", **initializers
+        )
+        self.ffn_outer.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.ffn_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="ffn_residual_dropout"
+        )
+        self.ffn_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="ffn_norm"
+        )
+        self.ffn_norm.build(input_shape)
+
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        x = inputs  # (B, T, D)
+        residual = x
+        if self.norm_first:
+            x = self.attention_norm(x)
+        attended = self.attention(
+            x,
+            padding_mask=padding_mask,
+            attention_mask=attention_mask,
+            mask=mask,
+            training=training,
+            return_attention_scores=return_attention_scores,
+        )
+        if return_attention_scores:
+            attended, scores = attended  # scores: (B, N, T, T)
+        x = residual + self.attention_dropout(attended, training=training)
+        if not self.norm_first:
+            x = self.attention_norm(x)
+
+        residual = x
+        if self.norm_first:
+            x = self.ffn_norm(x)
+        x = self.ffn_outer(self.ffn_inner(x))  # (B, T, F) -> (B, T, D)
+        x = residual + self.ffn_dropout(x, training=training)
+        if not self.norm_first:
+            x = self.ffn_norm(x)
+
+        if return_attention_scores:
+            return x, scores
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "activation": keras.activations.serialize(self.activation),
+                "norm_first": self.norm_first,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "use_rotary": self.use_rotary,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config

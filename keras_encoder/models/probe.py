@@ -1,0 +1,70 @@
+"""`attention_probe`: attention maps of a trained model, same weights."""
+
+import keras
+
+from keras_encoder.layers import TokenAndPositionEmbedding, TransformerEncoderBlock
+
+
+def attention_probe(model):
+    """A model sharing `model`'s weights that returns every layer's attention.
+
+    Re-runs the embedding and the encoder blocks of `model` (any model from
+    `build_encoder` or a task builder) with `return_attention_scores=True`.
+    The probe reuses the very layer objects, so it always shows the current
+    weights and costs nothing while training; calling it is a separate,
+    inference-only forward pass.
+
+    Args:
+        model: a `keras.Model` containing one `TokenAndPositionEmbedding`
+            and its `TransformerEncoderBlock`s.
+
+    Returns:
+        An `AttentionProbe` (a `keras.Model`) from `token_ids` `(B, T)` to a
+        dict
+        `{block_name: scores}` with scores `(B, N, T, T)`, in block order.
+    """
+    layers = list(_walk(model))
+    embeddings = [layer for layer in layers if isinstance(layer, TokenAndPositionEmbedding)]
+    blocks = [layer for layer in layers if isinstance(layer, TransformerEncoderBlock)]
+    if len(embeddings) != 1 or not blocks:
+        raise ValueError(
+            "attention_probe needs a model with one TokenAndPositionEmbedding "
+            "and at least one TransformerEncoderBlock. Received: "
+            f"model={model.name!r} with {len(embeddings)} embedding(s) and "
+            f"{len(blocks)} block(s)"
+        )
+    return AttentionProbe(embeddings[0], blocks, name=f"{model.name}_attention_probe")
+
+
+class AttentionProbe(keras.Model):
+    """Runs an embedding and its blocks, returning each block's attention.
+
+    A subclassed model rather than a functional one: Keras records a layer's
+    number of outputs from its first call, and the blocks were first called
+    without scores.
+    """
+
+    def __init__(self, embedding, blocks, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = embedding
+        self.blocks = list(blocks)
+
+    def call(self, token_ids):
+        x = self.embedding(token_ids)  # (B, T, D)
+        mask = self.embedding.compute_mask(token_ids)  # (B, T)
+        scores = {}
+        for block in self.blocks:
+            x, scores[block.name] = block(x, mask=mask, return_attention_scores=True)
+        return scores
+
+
+def _walk(model):
+    # Functional models list layers in topological order; nested models are
+    # walked in place so block order is preserved.
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not isinstance(
+            layer, (TokenAndPositionEmbedding, TransformerEncoderBlock)
+        ):
+            yield from _walk(layer)
+        else:
+            yield layer

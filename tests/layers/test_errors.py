@@ -1,0 +1,49 @@
+"""Bad arguments fail early with a message naming the argument."""
+
+import numpy as np
+import pytest
+
+from keras_encoder.layers import (
+    LearnedPositionEmbedding,
+    MultiHeadSelfAttention,
+    SequencePooling,
+    SinusoidalPositionEncoding,
+    TokenAndPositionEmbedding,
+    TransformerEncoderBlock,
+)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: MultiHeadSelfAttention(num_heads=0), "num_heads=0"),
+        (lambda: MultiHeadSelfAttention(num_heads=2, key_dim=-1), "key_dim=-1"),
+        (lambda: MultiHeadSelfAttention(num_heads=2, dropout=1.5), "dropout=1.5"),
+        (lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=0), "intermediate_dim=0"),
+        (lambda: TransformerEncoderBlock(num_heads=-1, intermediate_dim=8), "num_heads=-1"),
+        (lambda: TransformerEncoderBlock(2, 8, layer_norm_epsilon=0), "layer_norm_epsilon=0"),
+        (lambda: TokenAndPositionEmbedding(0, 8, 8), "vocabulary_size=0"),
+        (lambda: TokenAndPositionEmbedding(10, 8, 8, position="absolute"), "position='absolute'"),
+        (lambda: LearnedPositionEmbedding(sequence_length=0), "sequence_length=0"),
+        (lambda: SinusoidalPositionEncoding(max_wavelength=1), "max_wavelength=1"),
+        (lambda: SequencePooling("max"), "mode='max'"),
+    ],
+)
+def test_bad_constructor_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_hidden_size_not_divisible_by_heads():
+    x = np.zeros((1, 4, 10), "float32")
+    with pytest.raises(ValueError, match="num_heads=3"):
+        MultiHeadSelfAttention(num_heads=3)(x)
+    with pytest.raises(ValueError, match="num_heads=4"):
+        TransformerEncoderBlock(num_heads=4, intermediate_dim=8)(x)
+
+
+def test_rotary_needs_even_head_size():
+    with pytest.raises(ValueError, match="key_dim=3"):
+        MultiHeadSelfAttention(num_heads=2, key_dim=3, use_rotary=True)(
+            np.zeros((1, 4, 6), "float32")
+        )

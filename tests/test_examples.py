@@ -1,0 +1,65 @@
+"""The example notebooks run from top to bottom."""
+
+import pathlib
+import re
+
+import matplotlib.pyplot as plt
+import nbclient
+import nbformat
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = REPO_ROOT / "examples" / "quickstart.ipynb"
+
+
+def _text_outputs(cell):
+    return "".join(
+        output.get("text", "")
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream"
+    )
+
+
+def test_quickstart_is_committed_without_outputs():
+    notebook = nbformat.read(QUICKSTART, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.slow
+def test_quickstart_runs(tmp_path, monkeypatch):
+    figure = tmp_path / "attention.png"
+    # The kernel inherits this process's environment when it starts.
+    monkeypatch.setenv("QUICKSTART_FIGURE", str(figure))
+    notebook = nbformat.read(QUICKSTART, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO_ROOT)}},
+    )
+    client.execute()
+
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    errors = [
+        output
+        for cell in code_cells
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+    assert not errors, errors
+
+    fit_cells = [cell for cell in code_cells if "model.fit(" in cell.source]
+    assert len(fit_cells) == 1
+    found = re.search(r"validation accuracy: (\d\.\d+)", _text_outputs(fit_cells[0]))
+    assert found, _text_outputs(fit_cells[0])
+    assert 0.0 <= float(found.group(1)) <= 1.0
+
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure.stat().st_size > 5_000
+    image = plt.imread(figure)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert image[..., :3].std() > 0.05, "the attention map is blank"

@@ -1,0 +1,123 @@
+"""Callbacks that write pictures to TensorBoard without slowing training.
+
+Both run after an epoch, outside the training step: the attention maps use
+`attention_probe` (same weights, separate inference pass) on a handful of
+fixed sentences, and the confusion matrix one pass over the validation set.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_encoder.models import attention_probe
+from keras_encoder.training import plots
+from keras_encoder.training.metrics import classification_report, confusion_matrix
+
+
+class AttentionMapCallback(keras.callbacks.Callback):
+    """Draws every layer's and head's attention on fixed sentences each epoch.
+
+    Writes images tagged `attention/sentence_<i>/<block>` (one panel per
+    head, tokens on both axes) and, once, the sentences as text, into
+    `log_dir`. Put it before `keras.callbacks.TensorBoard` in the callback
+    list so the images land with the epoch's scalars.
+
+    Args:
+        log_dir: string. Directory of the event file (e.g. `run/validation`).
+        token_ids: list of 1-D int arrays, one per probe sentence.
+        tokens: list of lists of token strings, aligned with `token_ids`.
+    """
+
+    def __init__(self, log_dir, token_ids, tokens):
+        super().__init__()
+        self.log_dir = log_dir
+        self.token_ids = [np.asarray(ids, dtype="int32") for ids in token_ids]
+        self.tokens = [list(sentence) for sentence in tokens]
+        self._writer = None
+        self._probe = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._probe = attention_probe(self.model)
+        with self._writer.as_default():
+            for index, tokens in enumerate(self.tokens):
+                labels = plots.tick_labels(tokens)
+                legend = " ".join(
+                    token if label == token else f"{label}:{token}"
+                    for label, token in zip(labels, tokens)
+                )
+                tf.summary.text(f"attention/sentence_{index}/tokens", legend, step=0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self._writer.as_default():
+            for index, (ids, tokens) in enumerate(zip(self.token_ids, self.tokens)):
+                scores = self._probe(ids[None], training=False)
+                for block, block_scores in scores.items():
+                    figure = plots.attention_figure(
+                        keras.ops.convert_to_numpy(block_scores)[0],
+                        tokens,
+                        title=f"{block}, epoch {epoch + 1}",
+                    )
+                    tf.summary.image(
+                        f"attention/sentence_{index}/{block}",
+                        plots.figure_to_image(figure),
+                        step=epoch,
+                    )
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ConfusionMatrixCallback(keras.callbacks.Callback):
+    """Validation confusion matrix image and macro-F1, once per epoch.
+
+    Adds `val_macro_f1` to the epoch logs, so `keras.callbacks.TensorBoard`
+    (placed after this callback) plots it next to the loss, and writes the
+    image tagged `confusion_matrix` into `log_dir`.
+
+    Args:
+        log_dir: string. Directory of the event file.
+        dataset: `tf.data.Dataset` of `(token_ids, labels)` batches.
+        label_names: list of class names.
+    """
+
+    def __init__(self, log_dir, dataset, label_names):
+        super().__init__()
+        self.log_dir = log_dir
+        self.dataset = dataset
+        self.label_names = list(label_names)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        labels, predictions = predict_labels(self.model, self.dataset)
+        matrix = confusion_matrix(labels, predictions, len(self.label_names))
+        report = classification_report(matrix, self.label_names)
+        if logs is not None:
+            logs["val_macro_f1"] = report["macro_f1"]
+        figure = plots.confusion_figure(
+            matrix, self.label_names, title=f"validation, epoch {epoch + 1}"
+        )
+        with self._writer.as_default():
+            tf.summary.image("confusion_matrix", plots.figure_to_image(figure), step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+
+
+def predict_labels(model, dataset):
+    """True and predicted class ids over a `(token_ids, labels)` dataset."""
+    labels, predictions = [], []
+    for token_ids, batch_labels in dataset:
+        logits = model.predict_on_batch(token_ids)
+        labels.append(np.asarray(batch_labels))
+        predictions.append(np.argmax(logits, axis=-1))
+    if not labels:
+        return np.zeros(0, "int64"), np.zeros(0, "int64")
+    return np.concatenate(labels), np.concatenate(predictions)

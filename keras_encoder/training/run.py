@@ -1,0 +1,310 @@
+"""`run(config)`: one training run from data to SavedModel.
+
+Every run owns one directory, `<logdir>/<run-name>/`:
+
+    config.json        the resolved TrainConfig
+    vocab.txt          tokenizer vocabulary (+ tokenizer.json)
+    train/ validation/ TensorBoard event files: curves, attention maps,
+                       confusion matrices
+    history.csv        one row per finished epoch
+    checkpoints/       best.keras (lowest validation loss)
+    backup/            resume state while training is unfinished
+    model.keras        the best model, after training
+    export/            SavedModel taking raw strings
+    metrics.json       test-split results; written last, it marks success
+
+Running the same command again resumes an unfinished run of the same
+config (from its last finished epoch); a finished run, or an unfinished
+run of another config, is left alone and the new run gets a numbered name.
+"""
+
+import csv
+import json
+import os
+import shutil
+import time
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_encoder.data import load_classification_data, split_dataset
+from keras_encoder.data.pipeline import classification_dataset, tokenize_all
+from keras_encoder.errors import DataError
+from keras_encoder.export import export_classifier
+from keras_encoder.models import build_classifier
+from keras_encoder.text import Tokenizer
+from keras_encoder.training.callbacks import (
+    AttentionMapCallback,
+    ConfusionMatrixCallback,
+    predict_labels,
+)
+from keras_encoder.training.config import TrainConfig
+from keras_encoder.training.metrics import classification_report, confusion_matrix
+
+METRICS_FILE = "metrics.json"
+STATE_FILE = "state.json"
+
+
+def run(config: TrainConfig, echo=print):
+    """Train, evaluate on the test split and export; return the metrics dict."""
+    config.validate()
+    keras.utils.set_random_seed(config.seed)
+
+    # === Data (errors surface before anything is written) ===
+    data = load_classification_data(config.data, config.text_column, config.label_column)
+    echo(data.summary())
+    splits = split_dataset(
+        data,
+        validation_fraction=config.validation_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    for name in ("train", "validation", "test"):
+        if len(splits[name]) == 0:
+            raise DataError(
+                f"{data.source}: the {name} split is empty with "
+                f"{len(data)} examples; use more data or a larger --{name}-fraction"
+            )
+    echo(
+        f"Split (seed {config.seed}): {len(splits['train'])} train, "
+        f"{len(splits['validation'])} validation, {len(splits['test'])} test"
+    )
+
+    run_dir, resumed = _open_run_dir(config, echo)
+
+    # === Tokenizer: learned on the training split only ===
+    if resumed and os.path.exists(os.path.join(run_dir, "vocab.txt")):
+        tokenizer = Tokenizer.load(run_dir)
+    else:
+        tokenizer = Tokenizer.learn(
+            splits["train"].texts,
+            vocabulary_size=config.vocabulary_size,
+            sequence_length=config.max_length,
+        )
+        tokenizer.save(run_dir)
+    echo(f"Vocabulary: {tokenizer.vocabulary_size} tokens (learned on the train split)")
+
+    ids = {name: tokenize_all(tokenizer, part.texts) for name, part in splits.items()}
+    datasets = {
+        name: classification_dataset(
+            ids[name],
+            splits[name].labels,
+            config.batch_size,
+            shuffle=name == "train",
+            seed=config.seed,
+        )
+        for name in splits
+    }
+    label_names = data.label_names
+
+    # === Training ===
+    state = _read_json(os.path.join(run_dir, STATE_FILE)) or {}
+    if not state.get("trained"):
+        _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo)
+        state["trained"] = True
+        _write_json(os.path.join(run_dir, STATE_FILE), state)
+    history = _read_history(run_dir)
+
+    # === Evaluation on the held-out test split, with the best weights ===
+    model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
+    labels, predictions = predict_labels(model, datasets["test"])
+    matrix = confusion_matrix(labels, predictions, len(label_names))
+    report = classification_report(matrix, label_names)
+
+    # === Artifacts ===
+    model.save(os.path.join(run_dir, "model.keras"))
+    export_dir = os.path.join(run_dir, "export")
+    shutil.rmtree(export_dir, ignore_errors=True)
+    export_classifier(model, tokenizer, label_names, export_dir)
+
+    best = min(history, key=lambda row: row["val_loss"]) if history else {}
+    metrics = {
+        "test_accuracy": report["accuracy"],
+        "test_macro_f1": report["macro_f1"],
+        "test_per_class": report["per_class"],
+        "test_confusion_matrix": matrix.tolist(),
+        "label_names": label_names,
+        "num_train": len(splits["train"]),
+        "num_validation": len(splits["validation"]),
+        "num_test": len(splits["test"]),
+        "epochs_run": len(history),
+        "best_epoch": int(best.get("epoch", -1)) + 1,
+        "best_val_loss": best.get("val_loss"),
+        "train_seconds": round(sum(row.get("epoch_seconds", 0.0) for row in history), 1),
+        "vocabulary_size": tokenizer.vocabulary_size,
+        "parameters": int(model.count_params()),
+        "data": data.stats,
+    }
+    _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+
+    echo("")
+    echo(
+        f"Test accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} "
+        f"on {len(splits['test'])} held-out examples "
+        f"({len(history)} epochs, best {metrics['best_epoch']}, "
+        f"{metrics['train_seconds'] / 60:.1f} min of training)"
+    )
+    echo(f"Run directory: {run_dir}  (model.keras, export/ SavedModel, metrics.json)")
+    echo(f"See it in TensorBoard:  tensorboard --logdir {config.logdir}")
+    return metrics
+
+
+def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
+    num_classes = len(label_names)
+    model = build_classifier(config.encoder_config(tokenizer.vocabulary_size), num_classes)
+
+    steps_per_epoch = sum(1 for _ in datasets["train"])
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_fraction * total_steps)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=config.weight_decay, clipnorm=1.0
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+    history = _read_history(run_dir)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    best_path = os.path.join(checkpoint_dir, "best.keras")
+    best_so_far = min((row["val_loss"] for row in history), default=None)
+    if os.path.exists(best_path) and not _is_complete_zip(best_path):
+        # Killed while the checkpoint was being written: start the best anew.
+        os.remove(best_path)
+        best_so_far = None
+    probe_ids, probe_tokens = _probe_sentences(tokenizer, splits["validation"], ids["validation"], config.probe_sentences)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    callbacks = [
+        _EpochTimer(),
+        ConfusionMatrixCallback(os.path.join(run_dir, "validation"), datasets["validation"], label_names),
+        AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
+        keras.callbacks.ModelCheckpoint(
+            best_path,
+            monitor="val_loss",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=run_dir, write_graph=False),
+        # Two generations, so a kill while writing one leaves the other.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+        )
+    echo(
+        f"Training {model.count_params():,} parameters for up to {config.epochs} epochs "
+        f"of {steps_per_epoch} batches"
+        + (f", resuming after epoch {len(history)}" if history else "")
+    )
+    model.fit(
+        datasets["train"].repeat(),
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        validation_data=datasets["validation"],
+        callbacks=callbacks,
+        verbose=1 if not os.environ.get("CI") else 2,
+    )
+    if not os.path.exists(best_path):
+        raise DataError(
+            "Training produced no checkpoint: validation loss was never finite. "
+            "Try a lower --learning-rate."
+        )
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to the epoch logs (summed into train_seconds)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def _probe_sentences(tokenizer, validation, validation_ids, count):
+    """The first `count` validation sentences of a readable length."""
+    lengths = validation_ids.row_lengths().numpy()
+    chosen = [index for index, length in enumerate(lengths) if 8 <= length <= 40][:count]
+    if len(chosen) < count:
+        chosen = list(range(min(count, len(lengths))))
+    token_ids = [validation_ids[index].numpy() for index in chosen]
+    return token_ids, [tokenizer.id_to_token(ids) for ids in token_ids]
+
+
+def _open_run_dir(config, echo):
+    """Return `(run_dir, resumed)`, creating the directory for a new run."""
+    base = os.path.join(config.logdir, config.resolved_run_name)
+    wanted = config.to_dict()
+    for number in range(1, 10_000):
+        run_dir = base if number == 1 else f"{base}-{number}"
+        if not os.path.exists(run_dir):
+            break
+        if os.path.exists(os.path.join(run_dir, METRICS_FILE)):
+            continue  # finished: never touched again
+        previous = _read_json(os.path.join(run_dir, "config.json"))
+        if previous == wanted:
+            echo(f"Resuming the unfinished run in {run_dir}")
+            return run_dir, True
+    if number > 1:
+        echo(f"{base} holds another run; this one goes to {run_dir}")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as handle:
+        handle.write(config.to_json())
+    return run_dir, False
+
+
+def _read_history(run_dir):
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    # An epoch redone after an interruption appears twice: keep the last.
+    by_epoch = {}
+    for row in rows:
+        try:
+            values = {key: float(value) for key, value in row.items() if value not in ("", None)}
+            if "val_loss" in values:
+                by_epoch[int(values["epoch"])] = values
+        except (KeyError, TypeError, ValueError):
+            continue  # a row cut short by a kill
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _is_complete_zip(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path, values):
+    """Write atomically: a crash leaves the old file or none, never half."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(temporary, path)

@@ -1,0 +1,49 @@
+import numpy as np
+import tensorflow as tf
+
+from keras_encoder.data.pipeline import classification_dataset, tokenize_all
+from keras_encoder.text import Tokenizer
+
+
+def make(lengths):
+    return tf.ragged.constant([[2] + [7] * (n - 2) + [3] for n in lengths], dtype=tf.int32)
+
+
+def test_batches_cover_every_example_once_and_pad_with_zero():
+    lengths = [3, 40, 5, 70, 12, 3, 100, 33]
+    ids = make(lengths)
+    labels = list(range(len(lengths)))
+    seen = []
+    for token_ids, batch_labels in classification_dataset(ids, labels, batch_size=3):
+        token_ids = token_ids.numpy()
+        for row, label in zip(token_ids, batch_labels.numpy()):
+            real = int((row != 0).sum())
+            assert real == lengths[label]
+            seen.append(label)
+    assert sorted(seen) == labels
+
+
+def test_bucketing_keeps_short_batches_short():
+    lengths = [4] * 32 + [120] * 32
+    ids = make(lengths)
+    widths = [t.shape[1] for t, _ in classification_dataset(ids, [0] * 64, batch_size=16, shuffle=True, seed=1)]
+    assert sorted(widths) == [4] * 2 + [120] * 2
+
+
+def test_shuffle_is_seeded_and_changes_between_epochs():
+    ids = make([5] * 64)
+    dataset = classification_dataset(ids, list(range(64)), batch_size=64, shuffle=True, seed=3)
+    first = [labels.numpy().tolist() for _, labels in dataset]
+    second = [labels.numpy().tolist() for _, labels in dataset]
+    assert first != second
+    again = classification_dataset(ids, list(range(64)), batch_size=64, shuffle=True, seed=3)
+    assert [labels.numpy().tolist() for _, labels in again] == first
+
+
+def test_tokenize_all_matches_one_call():
+    tokenizer = Tokenizer.learn(["好的 很好", "差 不好"] * 10, vocabulary_size=50, sequence_length=8)
+    texts = ["好的", "不好 差", ""] * 5
+    whole = tokenize_all(tokenizer, texts, batch_size=4)
+    np.testing.assert_array_equal(
+        whole.to_tensor().numpy(), tokenizer.tokenize(tf.constant(texts)).to_tensor().numpy()
+    )

@@ -1,0 +1,86 @@
+"""Bad input: one sentence on stderr, exit code 2, nothing left behind."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(REPO, "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cli():
+    return load_cli()
+
+
+def run_main(cli, capsys, tmp_path, *flags):
+    code = cli.main(["--logdir", str(tmp_path / "logs"), *flags])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+CASES = {
+    "missing file": (None, [], "missing.csv"),
+    "missing column": ("words,label\nhello,a\nbye,b\n", [], "no column 'text'.*words, label"),
+    "empty file": ("", [], "empty"),
+    "one class": ("text,label\nhello,a\nbye,a\nyes,a\n", [], "only one"),
+    "undecodable bytes": (b"text,label\nhello,a\n\xff\xfe bad,b\n", [], "line 3"),
+    "unknown position": ("text,label\na,b\n", ["--position", "absolute"], None),
+    "bad epochs": ("text,label\na,b\n", ["--epochs", "-1"], "--epochs"),
+    "heads do not divide hidden": ("text,label\na,b\n", ["--heads", "3"], "num_heads=3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_clear_message(cli, capsys, tmp_path, name):
+    content, flags, match = CASES[name]
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    else:
+        path = tmp_path / "missing.csv"
+    if match is None:  # argparse rejects it before our code runs
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--data", str(path), *flags])
+        assert exit_info.value.code == 2
+        assert "--position" in capsys.readouterr().err
+        return
+    code, err = run_main(cli, capsys, tmp_path, "--data", str(path), *flags)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1, err
+    import re
+
+    assert re.search(match, err), err
+    assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())
+
+
+def test_config_file_and_flags(cli, capsys, tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text('{"hidden": 64, "heads": 5}')
+    code, err = run_main(cli, capsys, tmp_path, "--config", str(config))
+    assert code == 2 and "num_heads=5" in err
+    config.write_text('{"hidden_size": 64}')
+    code, err = run_main(cli, capsys, tmp_path, "--config", str(config))
+    assert code == 2 and "hidden_size" in err and str(config) in err
+    code, err = run_main(cli, capsys, tmp_path, "--config", str(tmp_path / "nope.json"))
+    assert code == 2 and "nope.json" in err
+
+
+def test_cli_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), "--data", str(tmp_path / "absent.csv")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "absent.csv" in result.stderr

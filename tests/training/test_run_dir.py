@@ -1,0 +1,36 @@
+"""Run directory rules: resume the same config, never touch a finished run."""
+
+import json
+
+from keras_encoder.training.config import TrainConfig
+from keras_encoder.training.run import _open_run_dir, _read_history
+
+
+def test_new_resume_and_finished(tmp_path):
+    config = TrainConfig(logdir=str(tmp_path), run_name="job")
+    first, resumed = _open_run_dir(config, echo=lambda *_: None)
+    assert first.endswith("job") and not resumed
+    assert json.loads((tmp_path / "job" / "config.json").read_text()) == config.to_dict()
+
+    again, resumed = _open_run_dir(config, echo=lambda *_: None)
+    assert again == first and resumed
+
+    other = TrainConfig(logdir=str(tmp_path), run_name="job", epochs=3)
+    second, resumed = _open_run_dir(other, echo=lambda *_: None)
+    assert second.endswith("job-2") and not resumed
+
+    (tmp_path / "job" / "metrics.json").write_text("{}")
+    third, resumed = _open_run_dir(config, echo=lambda *_: None)
+    assert third.endswith("job-3") and not resumed
+
+
+def test_run_name_defaults_to_data_name():
+    assert TrainConfig().resolved_run_name == "reviews"
+    assert TrainConfig(data="/data/my.reviews.csv").resolved_run_name == "my.reviews"
+
+
+def test_history_keeps_the_last_row_of_a_redone_epoch(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.7\n1,0.75,0.65\n")
+    history = _read_history(str(tmp_path))
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[1]["val_loss"] == 0.65

@@ -1,0 +1,106 @@
+"""Train a Transformer encoder on text and export it.
+
+Examples:
+
+    python train.py                                   # built-in Chinese reviews
+    python train.py --epochs 3 --layers 1 --run-name quick
+    python train.py --data my.csv --text-column review --label-column stars
+    python train.py --config my_run.json --learning-rate 5e-4
+    tensorboard --logdir logs
+
+Every run writes logs/<run-name>/ (config, vocabulary, TensorBoard events,
+checkpoints, metrics.json, a SavedModel in export/). Re-running the same
+command resumes an interrupted run.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_encoder.errors import KerasEncoderError  # noqa: E402
+from keras_encoder.training.config import TASKS, TrainConfig  # noqa: E402
+from keras_encoder.models.config import POOLING_MODES, POSITION_KINDS  # noqa: E402
+
+HELP = {
+    "data": "built-in corpus name (reviews) or a .csv/.tsv/.jsonl file",
+    "text_column": "column (or JSON key) holding the text",
+    "label_column": "column (or JSON key) holding the label",
+    "task": "what to train",
+    "validation_fraction": "fraction held out for early stopping and checkpoints",
+    "test_fraction": "fraction held out for the final evaluation",
+    "seed": "seed for the split, initialization, dropout and shuffling",
+    "vocabulary_size": "largest WordPiece vocabulary to learn",
+    "max_length": "tokens per sequence, [CLS]/[SEP] included; longer text is cut",
+    "layers": "encoder blocks",
+    "hidden": "hidden size",
+    "heads": "attention heads (must divide --hidden)",
+    "intermediate": "feed-forward width",
+    "dropout": "dropout rate",
+    "position": "position information",
+    "pooling": "sentence vector: [CLS] position or mean of tokens",
+    "norm_first": "pre-norm blocks instead of post-norm",
+    "activation": "feed-forward activation",
+    "epochs": "most epochs to train (early stopping may end sooner)",
+    "batch_size": "examples per batch",
+    "learning_rate": "peak learning rate after warm-up",
+    "warmup_fraction": "fraction of steps spent warming up",
+    "weight_decay": "AdamW weight decay",
+    "patience": "epochs without validation-loss improvement before stopping (0: never)",
+    "logdir": "directory that holds run directories",
+    "run_name": "run directory name (default: the data name)",
+    "probe_sentences": "validation sentences drawn as attention maps each epoch",
+}
+CHOICES = {"task": TASKS, "position": POSITION_KINDS, "pooling": POOLING_MODES}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Defaults: " + ", ".join(
+            f"--{f.name.replace('_', '-')} {f.default}" for f in dataclasses.fields(TrainConfig)
+            if f.default != ""
+        ),
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE.json", help="start from this config; flags override it")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{HELP[field.name]} (default: {field.default!r})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(
+                flag, type=type(field.default), choices=CHOICES.get(field.name),
+                help=help_text, metavar=None if field.name in CHOICES else field.name.upper(),
+            )
+    return vars(parser.parse_args(argv))
+
+
+def main(argv=None):
+    flags = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config_file = flags.pop("config", None)
+        values = TrainConfig.from_json_file(config_file).to_dict() if config_file else {}
+        values.update(flags)
+        config = TrainConfig.from_dict(values)
+        from keras_encoder.training import run  # TensorFlow loads here, after flags
+
+        run(config)
+    except KerasEncoderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted. Run the same command again to resume from the last finished epoch.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,6 +43,7 @@ HELP = {
     "pooling": "sentence vector: [CLS] position or mean of tokens",
     "norm_first": "pre-norm blocks instead of post-norm",
     "activation": "feed-forward activation",
+    "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "epochs": "most epochs to train (early stopping may end sooner)",
     "batch_size": "examples per batch",
     "learning_rate": "peak learning rate after warm-up",

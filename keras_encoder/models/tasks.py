@@ -5,7 +5,10 @@ backbone's (`embedding`, `block_0`, ...), so `attention_probe`, LoRA and
 quantization see every layer directly.
 """
 
+import warnings
+
 import keras
+import keras_hub
 
 from keras_encoder.models.backbone import build_encoder
 from keras_encoder.models.config import EncoderConfig
@@ -16,14 +19,21 @@ def _positive(name, value):
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
-def build_classifier(config: EncoderConfig, num_classes, name="classifier"):
+def _encoder_for(config, encoder):
+    # A given encoder is reused layer by layer (its weights, e.g. from
+    # masked-LM pretraining, come along); otherwise a fresh one is built.
+    return build_encoder(config) if encoder is None else encoder
+
+
+def build_classifier(config: EncoderConfig, num_classes, encoder=None, name="classifier"):
     """Sentence classifier: pooled encoder output -> dropout -> logits.
 
     Input `token_ids` `(B, T)`; output `logits` `(B, num_classes)` (train
-    with `from_logits=True`).
+    with `from_logits=True`). Pass `encoder` (from `build_encoder`, e.g.
+    after `build_masked_lm` pretraining) to fine-tune its weights.
     """
     _positive("num_classes", num_classes)
-    encoder = build_encoder(config)
+    encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")
     head = keras.layers.Dense(num_classes, name="logits")
@@ -33,14 +43,14 @@ def build_classifier(config: EncoderConfig, num_classes, name="classifier"):
     return keras.Model(encoder.input, logits, name=name)
 
 
-def build_token_classifier(config: EncoderConfig, num_tags, name="token_classifier"):
+def build_token_classifier(config: EncoderConfig, num_tags, encoder=None, name="token_classifier"):
     """Token tagger: per-token logits `(B, T, num_tags)` on the sequence output.
 
     The logits carry the padding mask as their Keras mask, so Keras losses
-    and metrics count real tokens only.
+    and metrics count real tokens only. `encoder` as in `build_classifier`.
     """
     _positive("num_tags", num_tags)
-    encoder = build_encoder(config)
+    encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")
     head = keras.layers.Dense(num_tags, name="logits")
@@ -48,3 +58,33 @@ def build_token_classifier(config: EncoderConfig, num_tags, name="token_classifi
     sequence = encoder.output["sequence_output"]
     logits = head(dropout(sequence))
     return keras.Model(encoder.input, logits, name=name)
+
+
+def build_masked_lm(config: EncoderConfig, encoder=None, name="masked_lm"):
+    """Masked-language-model pretraining head on the encoder (BERT-style).
+
+    Inputs: a dict with `token_ids` `(B, T)` (some ids replaced by
+    `[MASK]`) and `mask_positions` `(B, P)`; output: logits `(B, P, V)`
+    over the vocabulary at those positions, from
+    `keras_hub.layers.MaskedLMHead`. Train with `from_logits=True` and the
+    mask generator's `mask_weights` as sample weights, then pass the same
+    `encoder` to `build_classifier` to fine-tune.
+    """
+    encoder = _encoder_for(config, encoder)
+    # === Layers ===
+    head = keras_hub.layers.MaskedLMHead(
+        vocabulary_size=config.vocabulary_size,
+        intermediate_activation=config.activation,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        name="mlm_head",
+    )
+    # === Functional Model ===
+    mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
+    with warnings.catch_warnings():
+        # The head gathers real positions only, so dropping the padding
+        # mask here is intended; Keras would warn that it is lost.
+        warnings.filterwarnings("ignore", message=".*does not support masking.*")
+        logits = head(encoder.output["sequence_output"], mask_positions=mask_positions)
+    return keras.Model(
+        {"token_ids": encoder.input, "mask_positions": mask_positions}, logits, name=name
+    )

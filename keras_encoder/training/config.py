@@ -45,6 +45,10 @@ class TrainConfig:
     norm_first: bool = False
     activation: str = "gelu"
 
+    # Masked-LM pretraining epochs on the training texts before fine-tuning
+    # (0: train the classifier from scratch).
+    pretrain_epochs: int = 0
+
     # Optimization: AdamW, linear warm-up then cosine decay to zero.
     epochs: int = 10
     batch_size: int = 64
@@ -73,7 +77,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: {value!r}")
-        for name in ("patience", "probe_sentences", "seed"):
+        for name in ("patience", "probe_sentences", "seed", "pretrain_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be a non-negative integer. Received: {value!r}")

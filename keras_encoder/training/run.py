@@ -30,10 +30,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_encoder.data import load_classification_data, split_dataset
-from keras_encoder.data.pipeline import classification_dataset, tokenize_all
+from keras_encoder.data.pipeline import (
+    classification_dataset,
+    masked_lm_dataset,
+    tokenize_all,
+)
 from keras_encoder.errors import DataError
 from keras_encoder.export import export_classifier
-from keras_encoder.models import build_classifier
+from keras_encoder.models import build_classifier, build_encoder, build_masked_lm
 from keras_encoder.text import Tokenizer
 from keras_encoder.training.callbacks import (
     AttentionMapCallback,
@@ -99,13 +103,24 @@ def run(config: TrainConfig, echo=print):
     }
     label_names = data.label_names
 
-    # === Training ===
-    state = _read_json(os.path.join(run_dir, STATE_FILE)) or {}
+    # === Training: optional masked-LM pretraining, then fine-tuning ===
+    state_path = os.path.join(run_dir, STATE_FILE)
+    state = _read_json(state_path) or {}
+    encoder_config = config.encoder_config(tokenizer.vocabulary_size)
+    pretrained_path = os.path.join(run_dir, "pretrain", "encoder.weights.h5")
+    if config.pretrain_epochs and not state.get("pretrained"):
+        _pretrain(config, encoder_config, run_dir, tokenizer, ids, pretrained_path, echo)
+        state["pretrained"] = True
+        _write_json(state_path, state)
     if not state.get("trained"):
-        _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo)
+        encoder = build_encoder(encoder_config)
+        if config.pretrain_epochs:
+            encoder.load_weights(pretrained_path)
+        _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datasets, label_names, echo)
         state["trained"] = True
-        _write_json(os.path.join(run_dir, STATE_FILE), state)
+        _write_json(state_path, state)
     history = _read_history(run_dir)
+    pretrain_history = _read_history(os.path.join(run_dir, "pretrain"))
 
     # === Evaluation on the held-out test split, with the best weights ===
     model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
@@ -132,7 +147,10 @@ def run(config: TrainConfig, echo=print):
         "epochs_run": len(history),
         "best_epoch": int(best.get("epoch", -1)) + 1,
         "best_val_loss": best.get("val_loss"),
-        "train_seconds": round(sum(row.get("epoch_seconds", 0.0) for row in history), 1),
+        "pretrain_epochs_run": len(pretrain_history),
+        "train_seconds": round(
+            sum(row.get("epoch_seconds", 0.0) for row in history + pretrain_history), 1
+        ),
         "vocabulary_size": tokenizer.vocabulary_size,
         "parameters": int(model.count_params()),
         "data": data.stats,
@@ -151,12 +169,9 @@ def run(config: TrainConfig, echo=print):
     return metrics
 
 
-def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
-    num_classes = len(label_names)
-    model = build_classifier(config.encoder_config(tokenizer.vocabulary_size), num_classes)
-
-    steps_per_epoch = sum(1 for _ in datasets["train"])
-    total_steps = steps_per_epoch * config.epochs
+def _optimizer(config, steps_per_epoch, epochs):
+    """AdamW with linear warm-up and cosine decay over the whole stage."""
+    total_steps = steps_per_epoch * epochs
     warmup_steps = int(config.warmup_fraction * total_steps)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
@@ -168,8 +183,57 @@ def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
         learning_rate=schedule, weight_decay=config.weight_decay, clipnorm=1.0
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def _stage_callbacks(stage_dir):
+    """What every training stage records: time, history, curves, resume state."""
+    return [
+        _EpochTimer(),
+        keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=stage_dir, write_graph=False),
+        # Two generations, so a kill while writing one leaves the other.
+        keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup"), double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+
+
+def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, echo):
+    """Masked-LM pretraining of the encoder on the training texts only."""
+    stage_dir = os.path.dirname(weights_path)
+    os.makedirs(stage_dir, exist_ok=True)
+    encoder = build_encoder(encoder_config)
+    model = build_masked_lm(encoder_config, encoder=encoder)
+    train = masked_lm_dataset(ids["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed)
+    validation = masked_lm_dataset(ids["validation"], tokenizer, config.batch_size, seed=config.seed)
     model.compile(
-        optimizer=optimizer,
+        optimizer=_optimizer(config, int(train.cardinality()), config.pretrain_epochs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    done = len(_read_history(stage_dir))
+    echo(
+        f"Pretraining (masked LM) for {config.pretrain_epochs} epochs of "
+        f"{int(train.cardinality())} batches"
+        + (f", resuming after epoch {done}" if done else "")
+    )
+    model.fit(
+        train,
+        epochs=config.pretrain_epochs,
+        validation_data=validation,
+        callbacks=_stage_callbacks(stage_dir),
+        shuffle=False,  # the dataset shuffles itself
+        verbose=_verbosity(),
+    )
+    encoder.save_weights(weights_path)
+
+
+def _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
+    """Fine-tune a classifier on `encoder`; keep the best checkpoint."""
+    model = build_classifier(encoder_config, len(label_names), encoder=encoder)
+    steps_per_epoch = int(datasets["train"].cardinality())
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch, config.epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -182,10 +246,13 @@ def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
         # Killed while the checkpoint was being written: start the best anew.
         os.remove(best_path)
         best_so_far = None
-    probe_ids, probe_tokens = _probe_sentences(tokenizer, splits["validation"], ids["validation"], config.probe_sentences)
     os.makedirs(checkpoint_dir, exist_ok=True)
+    probe_ids, probe_tokens = _probe_sentences(
+        tokenizer, ids["validation"], config.probe_sentences
+    )
+    # Picture callbacks first: they add `val_macro_f1` to the epoch logs
+    # that the recording callbacks then write.
     callbacks = [
-        _EpochTimer(),
         ConfusionMatrixCallback(os.path.join(run_dir, "validation"), datasets["validation"], label_names),
         AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
         keras.callbacks.ModelCheckpoint(
@@ -194,11 +261,7 @@ def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=run_dir, write_graph=False),
-        # Two generations, so a kill while writing one leaves the other.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
-        keras.callbacks.TerminateOnNaN(),
+        *_stage_callbacks(run_dir),
     ]
     if config.patience:
         callbacks.append(
@@ -210,18 +273,23 @@ def _fit(config, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
         + (f", resuming after epoch {len(history)}" if history else "")
     )
     model.fit(
-        datasets["train"].repeat(),
-        steps_per_epoch=steps_per_epoch,
+        datasets["train"],
         epochs=config.epochs,
         validation_data=datasets["validation"],
         callbacks=callbacks,
-        verbose=1 if not os.environ.get("CI") else 2,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=_verbosity(),
     )
     if not os.path.exists(best_path):
         raise DataError(
             "Training produced no checkpoint: validation loss was never finite. "
             "Try a lower --learning-rate."
         )
+
+
+def _verbosity():
+    # A live progress bar for people; one line per epoch in CI logs.
+    return 2 if os.environ.get("CI") else 1
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -235,7 +303,7 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def _probe_sentences(tokenizer, validation, validation_ids, count):
+def _probe_sentences(tokenizer, validation_ids, count):
     """The first `count` validation sentences of a readable length."""
     lengths = validation_ids.row_lengths().numpy()
     chosen = [index for index, length in enumerate(lengths) if 8 <= length <= 40][:count]

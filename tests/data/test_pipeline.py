@@ -47,3 +47,25 @@ def test_tokenize_all_matches_one_call():
     np.testing.assert_array_equal(
         whole.to_tensor().numpy(), tokenizer.tokenize(tf.constant(texts)).to_tensor().numpy()
     )
+
+
+def test_masked_lm_batches_mask_real_tokens_only():
+    from keras_encoder.data.pipeline import masked_lm_dataset
+
+    tokenizer = Tokenizer.learn(["好的 很好 不错", "差 不好 失望"] * 10, vocabulary_size=50, sequence_length=16)
+    texts = ["好的很好不错", "差不好", "很好", "不好失望差不好"] * 8
+    original = tokenize_all(tokenizer, texts)
+    batches = list(masked_lm_dataset(original, tokenizer, batch_size=8, shuffle=True, seed=0))
+    assert len(batches) == masked_lm_dataset(original, tokenizer, 8).cardinality()
+    masked_count = 0
+    for inputs, mask_ids, weights in batches:
+        token_ids = inputs["token_ids"].numpy()
+        positions = inputs["mask_positions"].numpy()
+        for row, row_positions, row_ids, row_weights in zip(token_ids, positions, mask_ids.numpy(), weights.numpy()):
+            for position, target, weight in zip(row_positions, row_ids, row_weights):
+                if weight == 0:
+                    continue
+                masked_count += 1
+                assert target not in (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
+                assert row[0] == tokenizer.cls_id  # [CLS] is never replaced
+    assert masked_count > 0

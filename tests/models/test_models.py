@@ -135,3 +135,24 @@ def test_int8_quantization_stays_close():
     after = model.predict(ids, verbose=0)
     scale = np.abs(before).max()
     assert np.abs(after - before).max() < 0.05 * scale
+
+
+def test_masked_lm_pretraining_reaches_the_classifier():
+    from keras_encoder.models import build_masked_lm
+
+    config = tiny()
+    encoder = build_encoder(config)
+    masked_lm = build_masked_lm(config, encoder=encoder)
+    inputs = {"token_ids": IDS, "mask_positions": np.array([[1, 2], [1, 1]], "int32")}
+    logits = masked_lm.predict(inputs, verbose=0)
+    assert logits.shape == (2, 2, config.vocabulary_size)
+    masked_lm.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    classifier = build_classifier(config, 2, encoder=encoder)
+    before = classifier.predict(IDS, verbose=0)
+    masked_lm.fit(inputs, np.array([[7, 8], [11, 11]]), epochs=3, verbose=0)
+    # Same layer objects: pretraining moved the classifier's encoder too.
+    assert not np.allclose(classifier.predict(IDS, verbose=0), before)
+    assert classifier.get_layer("block_0") is masked_lm.get_layer("block_0")

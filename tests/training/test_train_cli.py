@@ -64,7 +64,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     data = root / "reviews.csv"
     write_corpus(data)
-    result = train(tiny_flags(data, root / "logs", "e2e"))
+    result = train(tiny_flags(data, root / "logs", "e2e") + ["--pretrain-epochs", "1"])
     return root, result
 
 
@@ -93,6 +93,19 @@ def test_run_directory_contents(finished_run):
     assert (run_dir / "model.keras").exists()
     assert (run_dir / "checkpoints" / "best.keras").exists()
     assert not (run_dir / "backup").exists()  # removed once training finished
+
+
+@pytest.mark.slow
+def test_masked_lm_pretraining_stage(finished_run):
+    root, result = finished_run
+    run_dir = root / "logs" / "e2e"
+    assert "Pretraining (masked LM) for 1 epochs" in result.stdout
+    assert (run_dir / "pretrain" / "encoder.weights.h5").exists()
+    assert not (run_dir / "pretrain" / "backup").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["pretrain_epochs_run"] == 1
+    pretrain_events = event_tags(str(run_dir / "pretrain" / "train"))
+    assert "epoch_loss" in pretrain_events.Tags()["tensors"]
 
 
 @pytest.mark.slow
@@ -164,7 +177,7 @@ def test_saved_model_cli_shows_the_signature(finished_run):
 def test_second_run_of_a_finished_command_gets_a_new_directory(finished_run):
     root, first = finished_run
     before = (root / "logs" / "e2e" / "metrics.json").read_bytes()
-    result = train(tiny_flags(root / "reviews.csv", root / "logs", "e2e", epochs=1))
+    result = train(tiny_flags(root / "reviews.csv", root / "logs", "e2e", epochs=1) + ["--pretrain-epochs", "1"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "logs" / "e2e-2" / "metrics.json").exists()
     assert (root / "logs" / "e2e" / "metrics.json").read_bytes() == before

@@ -9,6 +9,7 @@ import math
 import keras
 from keras import ops
 
+from keras_encoder.layers.layer_utils import check_positive_int, check_rate
 from keras_encoder.layers.masking import merge_masks
 from keras_encoder.layers.position import RotaryEmbedding
 
@@ -89,20 +90,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads}"
-            )
-        if key_dim is not None and (not isinstance(key_dim, int) or key_dim <= 0):
-            raise ValueError(
-                "`key_dim` must be a positive integer or None. "
-                f"Received: key_dim={key_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
-            )
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim, allow_none=True)
+        check_rate("dropout", dropout)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim

@@ -5,6 +5,7 @@ Shape legend: B batch, T tokens, D hidden.
 
 import keras
 
+from keras_encoder.layers.layer_utils import check_choice, check_positive_int
 from keras_encoder.layers.position import (
     LearnedPositionEmbedding,
     SinusoidalPositionEncoding,
@@ -57,20 +58,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         embeddings_initializer="uniform",
         **kwargs,
     ):
-        for name, value in (
-            ("vocabulary_size", vocabulary_size),
-            ("sequence_length", sequence_length),
-            ("hidden_dim", hidden_dim),
-        ):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value}"
-                )
-        if position not in POSITION_KINDS:
-            raise ValueError(
-                f"`position` must be one of {', '.join(POSITION_KINDS)}. "
-                f"Received: position={position!r}"
-            )
+        check_positive_int("vocabulary_size", vocabulary_size)
+        check_positive_int("sequence_length", sequence_length)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_choice("position", position, POSITION_KINDS)
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.sequence_length = sequence_length

@@ -5,6 +5,11 @@ Shape legend: B batch, T tokens, N heads, D hidden, F feed-forward width.
 
 import keras
 
+from keras_encoder.layers.layer_utils import (
+    check_greater,
+    check_positive_int,
+    check_rate,
+)
 from keras_encoder.layers.attention import MultiHeadSelfAttention
 
 
@@ -74,25 +79,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads}"
-            )
-        if not isinstance(intermediate_dim, int) or intermediate_dim <= 0:
-            raise ValueError(
-                "`intermediate_dim` must be a positive integer. "
-                f"Received: intermediate_dim={intermediate_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
-            )
-        if layer_norm_epsilon <= 0:
-            raise ValueError(
-                "`layer_norm_epsilon` must be positive. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon}"
-            )
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("intermediate_dim", intermediate_dim)
+        check_rate("dropout", dropout)
+        check_greater("layer_norm_epsilon", layer_norm_epsilon, 0)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim

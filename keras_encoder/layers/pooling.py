@@ -6,6 +6,8 @@ Shape legend: B batch, T tokens, D hidden.
 import keras
 from keras import ops
 
+from keras_encoder.layers.layer_utils import check_choice
+
 POOLING_MODES = ("cls", "mean")
 
 
@@ -33,11 +35,7 @@ class SequencePooling(keras.layers.Layer):
     """
 
     def __init__(self, mode="cls", **kwargs):
-        if mode not in POOLING_MODES:
-            raise ValueError(
-                f"`mode` must be one of {', '.join(POOLING_MODES)}. "
-                f"Received: mode={mode!r}"
-            )
+        check_choice("mode", mode, POOLING_MODES)
         super().__init__(**kwargs)
         self.mode = mode
         self.supports_masking = True

@@ -6,6 +6,8 @@ Shape legend: B batch, T tokens, N heads, H head size, D hidden.
 import keras
 from keras import ops
 
+from keras_encoder.layers.layer_utils import check_greater, check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_encoder")
 class SinusoidalPositionEncoding(keras.layers.Layer):
@@ -34,11 +36,7 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
     """
 
     def __init__(self, max_wavelength=10000, **kwargs):
-        if max_wavelength <= 1:
-            raise ValueError(
-                "`max_wavelength` must be greater than 1. "
-                f"Received: max_wavelength={max_wavelength}"
-            )
+        check_greater("max_wavelength", max_wavelength, 1)
         super().__init__(**kwargs)
         self.max_wavelength = max_wavelength
         self.supports_masking = True
@@ -95,11 +93,7 @@ class LearnedPositionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, sequence_length, initializer="glorot_uniform", **kwargs):
-        if not isinstance(sequence_length, int) or sequence_length <= 0:
-            raise ValueError(
-                "`sequence_length` must be a positive integer. "
-                f"Received: sequence_length={sequence_length}"
-            )
+        check_positive_int("sequence_length", sequence_length)
         super().__init__(**kwargs)
         self.sequence_length = sequence_length
         self.initializer = keras.initializers.get(initializer)
@@ -164,11 +158,7 @@ class RotaryEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, max_wavelength=10000, **kwargs):
-        if max_wavelength <= 1:
-            raise ValueError(
-                "`max_wavelength` must be greater than 1. "
-                f"Received: max_wavelength={max_wavelength}"
-            )
+        check_greater("max_wavelength", max_wavelength, 1)
         super().__init__(**kwargs)
         self.max_wavelength = max_wavelength
         self.supports_masking = True

@@ -10,13 +10,9 @@ import warnings
 import keras
 import keras_hub
 
+from keras_encoder.layers.layer_utils import check_positive_int
 from keras_encoder.models.backbone import build_encoder
 from keras_encoder.models.config import EncoderConfig
-
-
-def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 def _encoder_for(config, encoder):
@@ -32,7 +28,7 @@ def build_classifier(config: EncoderConfig, num_classes, encoder=None, name="cla
     with `from_logits=True`). Pass `encoder` (from `build_encoder`, e.g.
     after `build_masked_lm` pretraining) to fine-tune its weights.
     """
-    _positive("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")
@@ -49,7 +45,7 @@ def build_token_classifier(config: EncoderConfig, num_tags, encoder=None, name="
     The logits carry the padding mask as their Keras mask, so Keras losses
     and metrics count real tokens only. `encoder` as in `build_classifier`.
     """
-    _positive("num_tags", num_tags)
+    check_positive_int("num_tags", num_tags)
     encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")

@@ -208,7 +208,10 @@ def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, ech
     validation = masked_lm_dataset(ids["validation"], tokenizer, config.batch_size, seed=config.seed)
     model.compile(
         optimizer=_optimizer(config, int(train.cardinality()), config.pretrain_epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # Average over masked tokens only, not over the padded prediction slots.
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     done = len(_read_history(stage_dir))

@@ -25,6 +25,7 @@ _CJK_FONT_HINTS = (
     "PingFang",
     "AR PL",
 )
+_CJK_FILE_HINTS = ("wqy", "cjk", "droidsansfallback", "simhei", "yahei", "sourcehan", "notosanssc")
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,8 +34,23 @@ def cjk_font():
 
     On Debian/Ubuntu, `apt-get install fonts-wqy-microhei` provides one.
     """
+    found = _find(_CJK_FONT_HINTS)
+    if found is None:
+        # matplotlib caches its font list; a font installed after the cache
+        # was built is only on disk, so register likely files and look again.
+        for path in font_manager.findSystemFonts():
+            if any(hint in path.lower() for hint in _CJK_FILE_HINTS):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        found = _find(_CJK_FONT_HINTS)
+    return found
+
+
+def _find(hints):
     names = sorted({font.name for font in font_manager.fontManager.ttflist})
-    for hint in _CJK_FONT_HINTS:
+    for hint in hints:
         for name in names:
             if hint.lower() in name.lower():
                 return name
@@ -62,13 +78,16 @@ def attention_figure(scores, tokens, title):
     """
     heads, length = scores.shape[0], scores.shape[-1]
     labels = tick_labels(tokens)
-    cell = max(2.4, 0.22 * length)
-    figure = Figure(figsize=(cell * heads + 1.0, cell + 0.9), dpi=90)
+    cell = max(2.6, 0.2 * length)
+    figure = Figure(figsize=(cell * heads + 1.2, cell + 1.0), dpi=90, layout="constrained")
     FigureCanvasAgg(figure)
     font = {"family": cjk_font()} if cjk_font() else {}
     axes = figure.subplots(1, heads, squeeze=False)[0]
+    # One colour scale for all heads of a block, from 0 to the largest weight,
+    # so diffuse and sharp heads compare at a glance.
+    top = float(np.max(scores)) if scores.size else 1.0
     for head, axis in enumerate(axes):
-        image = axis.imshow(scores[head], cmap="viridis", vmin=0.0, vmax=1.0)
+        image = axis.imshow(scores[head], cmap="viridis", vmin=0.0, vmax=top)
         axis.set_title(f"head {head}", fontsize=9)
         axis.set_xticks(range(length))
         axis.set_yticks(range(length))
@@ -76,7 +95,7 @@ def attention_figure(scores, tokens, title):
         axis.set_yticklabels(labels if head == 0 else [], fontsize=7, **font)
         axis.set_xlabel("key", fontsize=8)
     axes[0].set_ylabel("query", fontsize=8)
-    figure.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
+    figure.colorbar(image, ax=list(axes), shrink=0.8)
     figure.suptitle(title, fontsize=10)
     return figure
 

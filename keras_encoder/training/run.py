@@ -35,7 +35,7 @@ from keras_encoder.data.pipeline import (
     masked_lm_dataset,
     tokenize_all,
 )
-from keras_encoder.errors import DataError
+from keras_encoder.errors import DataError, KerasEncoderError
 from keras_encoder.export import export_classifier
 from keras_encoder.models import build_classifier, build_encoder, build_masked_lm
 from keras_encoder.text import Tokenizer
@@ -284,7 +284,7 @@ def _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datas
         verbose=_verbosity(),
     )
     if not os.path.exists(best_path):
-        raise DataError(
+        raise KerasEncoderError(
             "Training produced no checkpoint: validation loss was never finite. "
             "Try a lower --learning-rate."
         )

@@ -14,6 +14,12 @@ from keras_encoder.layers.layer_utils import check_positive_int
 from keras_encoder.models.backbone import build_encoder
 from keras_encoder.models.config import EncoderConfig
 
+# The masked-LM head gathers real positions only, so it drops the padding
+# mask on purpose; Keras would warn about that on every trace.
+warnings.filterwarnings(
+    "ignore", message="Layer 'mlm_head' .* does not support masking", category=UserWarning
+)
+
 
 def _encoder_for(config, encoder):
     # A given encoder is reused layer by layer (its weights, e.g. from
@@ -76,11 +82,7 @@ def build_masked_lm(config: EncoderConfig, encoder=None, name="masked_lm"):
     )
     # === Functional Model ===
     mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
-    with warnings.catch_warnings():
-        # The head gathers real positions only, so dropping the padding
-        # mask here is intended; Keras would warn that it is lost.
-        warnings.filterwarnings("ignore", message=".*does not support masking.*")
-        logits = head(encoder.output["sequence_output"], mask_positions=mask_positions)
+    logits = head(encoder.output["sequence_output"], mask_positions=mask_positions)
     return keras.Model(
         {"token_ids": encoder.input, "mask_positions": mask_positions}, logits, name=name
     )

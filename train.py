@@ -42,6 +42,7 @@ HELP = {
     "position": "position information",
     "pooling": "sentence vector: [CLS] position or mean of tokens",
     "norm_first": "pre-norm blocks instead of post-norm",
+    "embedding_norm": "LayerNorm on the embeddings, as in BERT",
     "activation": "feed-forward activation",
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "epochs": "most epochs to train (early stopping may end sooner)",

@@ -16,7 +16,8 @@ def build_encoder(config: EncoderConfig, name="encoder"):
     Input `token_ids`: int `(B, T)`, 0 = padding, `T <= config.max_length`.
     Outputs a dict: `sequence_output` `(B, T, D)` (carrying the padding mask
     as its Keras mask) and `pooled_output` `(B, D)`. The embedding layer is
-    named `embedding`, the blocks `block_0` ... `block_{L-1}`, and, for
+    named `embedding` (followed by `embedding_norm` when
+    `config.embedding_norm`), the blocks `block_0` ... `block_{L-1}`, and, for
     pre-norm models, the closing norm `final_norm`; `attention_probe`
     relies on these names.
 
@@ -38,6 +39,13 @@ def build_encoder(config: EncoderConfig, name="encoder"):
         position="none" if rotary else config.position,
         mask_zero=True,
         name="embedding",
+    )
+    embedding_norm = (
+        keras.layers.LayerNormalization(
+            epsilon=config.layer_norm_epsilon, name="embedding_norm"
+        )
+        if config.embedding_norm
+        else None
     )
     embedding_dropout = keras.layers.Dropout(config.dropout, name="embedding_dropout")
     blocks = [
@@ -65,7 +73,10 @@ def build_encoder(config: EncoderConfig, name="encoder"):
 
     # === Functional Model ===
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x = embedding_dropout(embedding(token_ids))  # (B, T, D)
+    x = embedding(token_ids)  # (B, T, D)
+    if embedding_norm is not None:
+        x = embedding_norm(x)
+    x = embedding_dropout(x)
     for block in blocks:
         x = block(x)
     if final_norm is not None:

@@ -36,6 +36,9 @@ class EncoderConfig:
     position: str = "sinusoidal"
     # Pre-norm trains more stably when deep; post-norm is the paper's.
     norm_first: bool = False
+    # LayerNorm on token + position embeddings (as in BERT), so neither the
+    # fixed-size sinusoids nor the small initial token vectors dominate.
+    embedding_norm: bool = False
     # Feed-forward activation.
     activation: str = "gelu"
     # Sentence vector: the [CLS] position or the mean of real tokens.

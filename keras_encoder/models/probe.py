@@ -33,7 +33,11 @@ def attention_probe(model):
             f"model={model.name!r} with {len(embeddings)} embedding(s) and "
             f"{len(blocks)} block(s)"
         )
-    return AttentionProbe(embeddings[0], blocks, name=f"{model.name}_attention_probe")
+    norms = [layer for layer in layers if layer.name == "embedding_norm"]
+    return AttentionProbe(
+        embeddings[0], blocks, embedding_norm=norms[0] if norms else None,
+        name=f"{model.name}_attention_probe",
+    )
 
 
 class AttentionProbe(keras.Model):
@@ -44,13 +48,16 @@ class AttentionProbe(keras.Model):
     without scores.
     """
 
-    def __init__(self, embedding, blocks, **kwargs):
+    def __init__(self, embedding, blocks, embedding_norm=None, **kwargs):
         super().__init__(**kwargs)
         self.embedding = embedding
+        self.embedding_norm = embedding_norm
         self.blocks = list(blocks)
 
     def call(self, token_ids):
         x = self.embedding(token_ids)  # (B, T, D)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
         mask = self.embedding.compute_mask(token_ids)  # (B, T)
         scores = {}
         for block in self.blocks:

@@ -43,6 +43,7 @@ class TrainConfig:
     position: str = "sinusoidal"
     pooling: str = "mean"
     norm_first: bool = False
+    embedding_norm: bool = False
     activation: str = "gelu"
 
     # Masked-LM pretraining epochs on the training texts before fine-tuning
@@ -119,6 +120,7 @@ class TrainConfig:
             dropout=self.dropout,
             position=self.position,
             norm_first=self.norm_first,
+            embedding_norm=self.embedding_norm,
             activation=self.activation,
             pooling=self.pooling,
         )

@@ -34,8 +34,8 @@ def test_encoder_outputs():
 
 
 def test_layer_names_follow_the_contract():
-    names = [layer.name for layer in build_encoder(tiny(norm_first=True)).layers]
-    for expected in ("token_ids", "embedding", "block_0", "block_1", "final_norm", "pooling"):
+    names = [layer.name for layer in build_encoder(tiny(norm_first=True, embedding_norm=True)).layers]
+    for expected in ("token_ids", "embedding", "embedding_norm", "block_0", "block_1", "final_norm", "pooling"):
         assert expected in names
 
 
@@ -76,8 +76,9 @@ def test_bad_head_sizes():
         build_token_classifier(tiny(), num_tags=-2)
 
 
-def test_attention_probe_shares_weights_and_matches_blocks():
-    model = build_classifier(tiny(), num_classes=2)
+@pytest.mark.parametrize("embedding_norm", [False, True])
+def test_attention_probe_shares_weights_and_matches_blocks(embedding_norm):
+    model = build_classifier(tiny(embedding_norm=embedding_norm), num_classes=2)
     probe = attention_probe(model)
     scores = probe.predict(IDS, verbose=0)
     assert list(scores) == ["block_0", "block_1"]
@@ -86,6 +87,8 @@ def test_attention_probe_shares_weights_and_matches_blocks():
     # The same numbers as asking the first block directly.
     embedding = model.get_layer("embedding")
     x = embedding(IDS)
+    if embedding_norm:
+        x = model.get_layer("embedding_norm")(x)
     _, direct = model.get_layer("block_0")(
         x, mask=embedding.compute_mask(IDS), return_attention_scores=True
     )
@@ -94,7 +97,9 @@ def test_attention_probe_shares_weights_and_matches_blocks():
     query = model.get_layer("block_0").attention.query_dense.kernel
     query.assign(query * 3.0)
     assert not np.allclose(probe.predict(IDS, verbose=0)["block_0"], scores["block_0"])
-    assert len(probe.trainable_weights) == len(build_encoder(tiny()).trainable_weights)
+    assert len(probe.trainable_weights) == len(
+        build_encoder(tiny(embedding_norm=embedding_norm)).trainable_weights
+    )
 
 
 def test_attention_probe_needs_blocks():

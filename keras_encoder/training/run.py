@@ -149,7 +149,7 @@ def run(config: TrainConfig, echo=print):
         "best_val_loss": best.get("val_loss"),
         "pretrain_epochs_run": len(pretrain_history),
         "train_seconds": round(
-            sum(row.get("epoch_seconds", 0.0) for row in history + pretrain_history), 1
+            sum(row.get("seconds", 0.0) for row in history + pretrain_history), 1
         ),
         "vocabulary_size": tokenizer.vocabulary_size,
         "parameters": int(model.count_params()),
@@ -296,14 +296,14 @@ def _verbosity():
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` to the epoch logs (summed into train_seconds)."""
+    """Adds `seconds` to the epoch logs (TensorBoard: `epoch_seconds`; summed into train_seconds)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["seconds"] = time.perf_counter() - self._start
 
 
 def _probe_sentences(tokenizer, validation_ids, count):

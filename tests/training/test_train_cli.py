@@ -89,6 +89,7 @@ def test_run_directory_contents(finished_run):
     assert metrics["num_train"] + metrics["num_validation"] + metrics["num_test"] == 240
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["epochs_run"] == 2
+    assert metrics["train_seconds"] > 0
     assert (run_dir / "vocab.txt").exists()
     assert (run_dir / "model.keras").exists()
     assert (run_dir / "checkpoints" / "best.keras").exists()
@@ -114,7 +115,8 @@ def test_tensorboard_has_curves_attention_maps_and_confusion_matrix(finished_run
     run_dir = root / "logs" / "e2e"
     train_events = event_tags(str(run_dir / "train"))
     validation_events = event_tags(str(run_dir / "validation"))
-    assert "epoch_loss" in train_events.Tags()["tensors"]
+    for tag in ("epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_seconds"):
+        assert tag in train_events.Tags()["tensors"], tag
     validation_tensors = validation_events.Tags()["tensors"]
     for tag in ("epoch_loss", "epoch_accuracy", "epoch_macro_f1",
                 "attention/sentence_0/block_0", "confusion_matrix"):

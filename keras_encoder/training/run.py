@@ -26,8 +26,6 @@ import time
 import zipfile
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from keras_encoder.data import load_classification_data, split_dataset
 from keras_encoder.data.pipeline import (

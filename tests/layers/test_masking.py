@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import keras
-from keras import ops
 
 from keras_encoder.layers import (
     MultiHeadSelfAttention,

@@ -29,3 +29,56 @@ def classification_report(matrix, label_names):
             for name, p, r, f, s in zip(label_names, precision, recall, f1, actual)
         },
     }
+
+
+def entity_report(true_tags, predicted_tags):
+    """Entity-level precision/recall/F1: exact span and type match.
+
+    Args:
+        true_tags, predicted_tags: lists of BIO tag sequences (lists of
+            str), aligned sentence by sentence and unit by unit.
+
+    Returns:
+        dict: micro-averaged `precision`, `recall`, `f1` over all entity
+        types, and `per_type` {type: precision, recall, f1, support}.
+        Spans are decoded leniently (`bio_spans`), as the CoNLL script does.
+    """
+    from keras_encoder.data.tagging import bio_spans
+
+    counts = {}  # type -> [true positives, predicted, actual]
+    for sentence, (truth, predicted) in enumerate(zip(true_tags, predicted_tags, strict=True)):
+        if len(truth) != len(predicted):
+            raise ValueError(
+                f"Sentence {sentence} has {len(truth)} true tags but {len(predicted)} predicted."
+            )
+        actual_spans = set(bio_spans(truth))
+        predicted_spans = set(bio_spans(predicted))
+        for kind, *_ in actual_spans:
+            counts.setdefault(kind, [0, 0, 0])[2] += 1
+        for span in predicted_spans:
+            row = counts.setdefault(span[0], [0, 0, 0])
+            row[1] += 1
+            row[0] += span in actual_spans
+
+    def scores(hits, predicted, actual):
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+    totals = [sum(row[i] for row in counts.values()) for i in range(3)]
+    return {
+        **scores(*totals),
+        "per_type": {kind: scores(*counts[kind]) for kind in sorted(counts)},
+    }
+
+
+def token_accuracy(true_tags, predicted_tags):
+    """Share of units whose predicted tag equals the true one."""
+    total = correct = 0
+    for truth, predicted in zip(true_tags, predicted_tags, strict=True):
+        if len(truth) != len(predicted):
+            raise ValueError(f"{len(truth)} true tags but {len(predicted)} predicted in one sentence.")
+        total += len(truth)
+        correct += sum(a == b for a, b in zip(truth, predicted))
+    return correct / total if total else 0.0

@@ -5,6 +5,8 @@ Examples:
     python train.py                                   # built-in Chinese reviews
     python train.py --epochs 3 --layers 1 --run-name quick
     python train.py --data my.csv --text-column review --label-column stars
+    python train.py --data peoples-daily-ner          # built-in Chinese NER
+    python train.py --data my_ner.conll --task tag
     python train.py --config my_run.json --learning-rate 5e-4
     tensorboard --logdir logs
 
@@ -21,14 +23,16 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_encoder.errors import KerasEncoderError  # noqa: E402
-from keras_encoder.training.config import TASKS, TrainConfig  # noqa: E402
+from keras_encoder.training.config import TAG_SCHEMES, TASKS, TrainConfig  # noqa: E402
 from keras_encoder.models.config import POOLING_MODES, POSITION_KINDS  # noqa: E402
 
 HELP = {
-    "data": "built-in corpus name (reviews) or a .csv/.tsv/.jsonl file",
+    "data": "built-in corpus (reviews, peoples-daily-ner, peoples-daily-pos), "
+    "a .csv/.tsv/.jsonl file to classify or a CoNLL file to tag",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",
-    "task": "what to train",
+    "task": "classify texts, tag tokens, or auto (tag for a tagging corpus or .conll/.bio file)",
+    "tag_scheme": "tagging: bio (entity spans, entity F1), plain (token accuracy) or auto",
     "validation_fraction": "fraction held out for early stopping and checkpoints",
     "test_fraction": "fraction held out for the final evaluation",
     "seed": "seed for the split, initialization, dropout and shuffling",
@@ -55,7 +59,9 @@ HELP = {
     "run_name": "run directory name (default: the data name)",
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
 }
-CHOICES = {"task": TASKS, "position": POSITION_KINDS, "pooling": POOLING_MODES}
+CHOICES = {
+    "task": TASKS, "tag_scheme": TAG_SCHEMES, "position": POSITION_KINDS, "pooling": POOLING_MODES,
+}
 
 
 def parse_args(argv):

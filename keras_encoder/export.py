@@ -47,3 +47,165 @@ def export_classifier(model, tokenizer, label_names, path):
     archive.track(tokenizer)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(str(path), verbose=False)
+
+
+# === Token tagging ===
+
+# Characters that separate units and are never tagged: whitespace and the
+# control/format characters the tokenizer also treats as spaces.
+_SEPARATOR = r"[\s\p{Z}\p{Cc}\p{Cf}]"
+
+
+def split_units(text, unit):
+    """Raw strings to tagging units with character offsets (pure TensorFlow).
+
+    Args:
+        text: 1-D `tf.string` batch.
+        unit: `"char"` (every non-space character is a unit, as for
+            Chinese) or `"word"` (whitespace-separated words).
+
+    Returns:
+        `(units, starts, ends)`: ragged `(B, U)` strings and int32 offsets
+        in characters (`text[start:end]` in Python is the unit). Bytes that
+        are not UTF-8 count as one replacement character each.
+    """
+    characters, _ = tf.strings.unicode_split_with_offsets(
+        text, "UTF-8", errors="replace"
+    )  # (B, C)
+    positions = tf.cast(tf.ragged.range(characters.row_lengths()), tf.int32)
+    separator = tf.ragged.map_flat_values(tf.strings.regex_full_match, characters, _SEPARATOR)
+    if unit == "char":
+        keep = tf.logical_not(separator)
+        starts = tf.ragged.boolean_mask(positions, keep)
+        return tf.ragged.boolean_mask(characters, keep), starts, starts + 1
+    if unit != "word":
+        raise ValueError(f"`unit` must be 'char' or 'word'. Received: unit={unit!r}")
+    # A word starts at a non-separator whose predecessor (in its row) is a
+    # separator or the row start.
+    flat_separator = separator.values
+    previous = tf.concat([[True], flat_separator[:-1]], axis=0)
+    row_start = tf.equal(positions.values, 0)
+    starts_word = tf.logical_not(flat_separator) & (previous | row_start)
+    word_of = tf.cumsum(tf.cast(starts_word, tf.int32)) - 1  # (chars,)
+    member = tf.logical_not(flat_separator)
+    num_words = tf.reduce_sum(tf.cast(starts_word, tf.int32))
+    words = tf.strings.unsorted_segment_join(
+        tf.boolean_mask(characters.values, member), tf.boolean_mask(word_of, member), num_words
+    )
+    ends = tf.math.unsorted_segment_max(
+        tf.boolean_mask(positions.values, member) + 1, tf.boolean_mask(word_of, member), num_words
+    )
+    rows = tf.boolean_mask(characters.value_rowids(), starts_word)
+    nrows = characters.nrows()
+
+    def by_row(values):
+        return tf.RaggedTensor.from_value_rowids(values, rows, nrows=nrows)
+
+    return by_row(words), by_row(tf.boolean_mask(positions.values, starts_word)), by_row(ends)
+
+
+def bio_entities(units, tags, starts, ends, unit):
+    """Entity spans from BIO tags (pure TensorFlow; decodes like `bio_spans`).
+
+    Args:
+        units, tags: ragged `(B, U)` strings; `starts`, `ends`: int32
+            character offsets of the units.
+        unit: `"char"` or `"word"`: how an entity's units are joined into
+            its text (no separator, or one space).
+
+    Returns:
+        dict of ragged `(B, E)`: `text`, `type`, `start`, `end` (character
+        offsets, end exclusive).
+    """
+    flat_tags = tags.values
+    prefix = tf.strings.substr(flat_tags, 0, 2)
+    kind = tf.strings.regex_replace(flat_tags, r"^[BI]-|^O$", "")
+    is_entity = tf.equal(prefix, "B-") | tf.equal(prefix, "I-")
+    row_start = tf.equal(tf.ragged.range(tags.row_lengths()).values, 0)
+    previous_entity = tf.concat([[False], is_entity[:-1]], axis=0) & tf.logical_not(row_start)
+    previous_kind = tf.concat([[""], kind[:-1]], axis=0)
+    continues = tf.equal(prefix, "I-") & previous_entity & tf.equal(previous_kind, kind)
+    begins = is_entity & tf.logical_not(continues)
+    entity_of = tf.cumsum(tf.cast(begins, tf.int32)) - 1
+    count = tf.reduce_sum(tf.cast(begins, tf.int32))
+    members = tf.boolean_mask(entity_of, is_entity)
+    text = tf.strings.unsorted_segment_join(
+        tf.boolean_mask(units.values, is_entity), members, count,
+        separator="" if unit == "char" else " ",
+    )
+    start = tf.math.unsorted_segment_min(tf.boolean_mask(starts.values, is_entity), members, count)
+    end = tf.math.unsorted_segment_max(tf.boolean_mask(ends.values, is_entity), members, count)
+    rows = tf.boolean_mask(tags.value_rowids(), begins)
+    nrows = tags.nrows()
+
+    def by_row(values):
+        return tf.RaggedTensor.from_value_rowids(values, rows, nrows=nrows)
+
+    return {
+        "text": by_row(text),
+        "type": by_row(tf.boolean_mask(kind, begins)),
+        "start": by_row(start),
+        "end": by_row(end),
+    }
+
+
+def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
+    """Write a SavedModel whose `serving_default` tags raw strings.
+
+    The signature takes a 1-D `tf.string` tensor named `text`. The text is
+    cut into units as in training (`split_units`: characters or
+    whitespace-separated words); a sentence of any length is tagged whole
+    (long ones in several windows). Outputs, padded per batch (strings with
+    `""`, offsets with `-1`):
+
+    - `tokens` `(B, U)` string, `tags` `(B, U)` string, `tag_probability`
+      `(B, U)` float32, `token_start`/`token_end` `(B, U)` int32 character
+      offsets, `num_tokens` `(B,)` int32;
+    - for a BIO tag set also `entity_text`, `entity_type` `(B, E)` string,
+      `entity_start`/`entity_end` `(B, E)` int32 character offsets (end
+      exclusive), `num_entities` `(B,)` int32.
+
+    Args:
+        model: a token classifier from `build_token_classifier`.
+        tokenizer: the `keras_encoder.text.Tokenizer` used in training.
+        tag_names: list of tag strings, in tag-id order.
+        path: output directory.
+        scheme: `"bio"` or `"plain"`.
+        unit: `"char"` or `"word"`.
+    """
+    from keras_encoder.data.pipeline import tag_logits
+
+    names = tf.constant(list(tag_names), dtype=tf.string)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(text):
+        units, starts, ends = split_units(text, unit)
+        logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))  # (B, U, K)
+        probabilities = tf.nn.softmax(logits.values, axis=-1)
+        tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        tags = units.with_values(tf.gather(names, tag_ids))
+        confidence = units.with_values(tf.reduce_max(probabilities, axis=-1))
+        outputs = {
+            "tokens": units.to_tensor(""),
+            "tags": tags.to_tensor(""),
+            "tag_probability": confidence.to_tensor(0.0),
+            "token_start": starts.to_tensor(-1),
+            "token_end": ends.to_tensor(-1),
+            "num_tokens": tf.cast(units.row_lengths(), tf.int32),
+        }
+        if scheme == "bio":
+            entities = bio_entities(units, tags, starts, ends, unit)
+            outputs.update(
+                entity_text=entities["text"].to_tensor(""),
+                entity_type=entities["type"].to_tensor(""),
+                entity_start=entities["start"].to_tensor(-1),
+                entity_end=entities["end"].to_tensor(-1),
+                num_entities=tf.cast(entities["text"].row_lengths(), tf.int32),
+            )
+        return outputs
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)
+    archive.add_endpoint("serving_default", serve)
+    archive.write_out(str(path), verbose=False)

@@ -43,6 +43,20 @@ def _sliced(token_ids, labels, shuffle, seed):
     )
 
 
+def _sliced_rows(arrays, shuffle, seed):
+    # As `_sliced`, for several ragged arrays that share their row lengths:
+    # each element is a tuple of dense 1-D rows.
+    first = arrays[0]
+    values = [array.values for array in arrays]
+    dataset = tf.data.Dataset.from_tensor_slices((first.row_starts(), first.row_lengths()))
+    if shuffle:
+        dataset = dataset.shuffle(int(first.nrows()), seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(
+        lambda start, length: tuple(tf.slice(v, [start], [length]) for v in values),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def _batched(dataset, lengths, batch_size, bucket_boundaries):
     """Pad into batches, grouped by length; the batch count is declared.
 
@@ -50,9 +64,12 @@ def _batched(dataset, lengths, batch_size, bucket_boundaries):
     lets `fit` restart the dataset each epoch without `steps_per_epoch`.
     """
     lengths = np.asarray(lengths)
+    padded_shapes = tf.nest.map_structure(
+        lambda spec: [None] * spec.shape.rank, dataset.element_spec
+    )
     if not bucket_boundaries:
         batches = math.ceil(len(lengths) / batch_size)
-        dataset = dataset.padded_batch(batch_size, padded_shapes=([None], []))
+        dataset = dataset.padded_batch(batch_size, padded_shapes=padded_shapes)
         return dataset.apply(tf.data.experimental.assert_cardinality(batches))
     # Bucket i holds lengths in [boundaries[i-1], boundaries[i]).
     buckets = np.bincount(
@@ -60,11 +77,10 @@ def _batched(dataset, lengths, batch_size, bucket_boundaries):
     )
     batches = int(sum(math.ceil(count / batch_size) for count in buckets))
     dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda ids, label: tf.shape(ids)[0],
+        element_length_func=lambda ids, *rest: tf.shape(ids)[0],
         bucket_boundaries=list(bucket_boundaries),
         bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padded_shapes=([None], []),
-        padding_values=(0, 0),
+        padded_shapes=padded_shapes,
     )
     return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
@@ -131,6 +147,145 @@ def classification_dataset(
     dataset = _batched(
         _sliced(token_ids, labels, shuffle, seed),
         token_ids.row_lengths().numpy(),
+        batch_size,
+        bucket_boundaries,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# === Token tagging ===
+#
+# A sentence's units (characters or words) are split into word-pieces; the
+# first piece of each unit carries the unit's tag, the other pieces are not
+# scored. A sentence longer than the model's window is cut into several
+# sequences (`chunk_pieces`), each `[CLS] pieces [SEP]`, so every unit gets
+# a prediction however long its sentence; `tag_logits` puts the chunks'
+# predictions back together. Training, evaluation and the exported
+# SavedModel all cut sentences the same way.
+
+
+def tokenize_units_all(tokenizer, units, batch_size=4096):
+    """Pieces of every sentence's units: int32 `tf.RaggedTensor` `(N, U, P)`.
+
+    Args:
+        tokenizer: a `keras_encoder.text.Tokenizer`.
+        units: list of list of str (sentences of units).
+    """
+    parts = []
+    for start in range(0, len(units), batch_size):
+        sentences = units[start : start + batch_size]
+        flat = tf.constant([unit for sentence in sentences for unit in sentence], tf.string)
+        lengths = tf.constant([len(sentence) for sentence in sentences], tf.int64)
+        parts.append(tokenizer.tokenize_units(tf.RaggedTensor.from_row_lengths(flat, lengths)))
+    if not parts:
+        return tf.RaggedTensor.from_row_lengths(
+            tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)),
+            tf.zeros([0], tf.int64),
+        )
+    return tf.concat(parts, axis=0)
+
+
+def first_piece_flags(pieces):
+    """bool `(B, U, P)` ragged: True at the first piece of every unit."""
+    inner = pieces.values  # (N, P)
+    return pieces.with_values(inner.with_values(tf.equal(tf.ragged.range(inner.row_lengths()).values, 0)))
+
+
+def chunk_pieces(pieces, window, *aligned):
+    """Cuts each sentence's pieces into consecutive windows of `window`.
+
+    Args:
+        pieces: int32 `tf.RaggedTensor` `(B, U, P)` from `tokenize_units`.
+        window: int. Most pieces per chunk (`sequence_length - 2`).
+        *aligned: further flat tensors aligned with `pieces.flat_values`
+            (per-piece labels, weights), cut the same way.
+
+    Returns:
+        A tuple: the chunks, `tf.RaggedTensor` `(C, None)` in sentence
+        order (a sentence with no pieces still gets one empty chunk), the
+        sentence index of each chunk `(C,)`, then each of `aligned` cut the
+        same way.
+    """
+    flat = pieces.merge_dims(1, 2)  # (B, T)
+    lengths = flat.row_lengths()
+    counts = tf.maximum((lengths + window - 1) // window, 1)
+    first_chunk = tf.cumsum(counts, exclusive=True)
+    positions = tf.ragged.range(lengths).values
+    chunk_ids = tf.gather(first_chunk, flat.value_rowids()) + positions // window
+    total = tf.reduce_sum(counts)
+
+    def cut(values):
+        return tf.RaggedTensor.from_value_rowids(values, chunk_ids, nrows=total)
+
+    chunk_rows = tf.repeat(tf.range(tf.size(counts, out_type=tf.int64)), counts)
+    return (cut(flat.values), chunk_rows, *(cut(values) for values in aligned))
+
+
+def _with_special(tokenizer, chunks, first=None, last=None):
+    # [CLS] chunk [SEP] (or the given fill values around a label chunk).
+    rows = chunks.nrows()
+    first = tokenizer.cls_id if first is None else first
+    last = tokenizer.sep_id if last is None else last
+    before = tf.fill([rows, 1], tf.cast(first, chunks.dtype))
+    after = tf.fill([rows, 1], tf.cast(last, chunks.dtype))
+    return tf.concat([before, chunks, after], axis=1)
+
+
+def tag_logits(model, tokenizer, pieces):
+    """Per-unit tag logits from a token classifier, however long the sentence.
+
+    Args:
+        model: a `build_token_classifier` model.
+        tokenizer: the tokenizer it was trained with; its
+            `sequence_length` sets the chunk size.
+        pieces: int32 `tf.RaggedTensor` `(B, U, P)`.
+
+    Returns:
+        float32 `tf.RaggedTensor` `(B, U, num_tags)`: the logits at each
+        unit's first piece.
+    """
+    chunks, _ = chunk_pieces(pieces, tokenizer.sequence_length - 2)
+    token_ids = _with_special(tokenizer, chunks).to_tensor(default_value=tokenizer.pad_id)
+    logits = tf.cast(model(token_ids, training=False), tf.float32)  # (C, T, K)
+    # Drop [CLS], [SEP] and padding; what is left is in sentence order.
+    piece_logits = tf.RaggedTensor.from_tensor(logits[:, 1:], lengths=chunks.row_lengths()).values
+    unit_logits = tf.boolean_mask(piece_logits, first_piece_flags(pieces).flat_values)
+    return tf.RaggedTensor.from_row_splits(unit_logits, pieces.row_splits)
+
+
+def tagging_sequences(tokenizer, pieces, tag_ids):
+    """Training sequences: `(token_ids, labels, weights)`, ragged `(C, None)` each.
+
+    `labels` holds each unit's tag at its first piece; `weights` is 1.0
+    there and 0.0 at `[CLS]`, `[SEP]` and further pieces, so the loss and
+    metrics count each labelled unit exactly once.
+    """
+    piece_counts = pieces.values.row_lengths()  # pieces per unit
+    labels = tf.repeat(tf.cast(tag_ids.values, tf.int32), piece_counts)
+    weights = tf.cast(first_piece_flags(pieces).flat_values, tf.float32)
+    chunks, _, label_chunks, weight_chunks = chunk_pieces(
+        pieces, tokenizer.sequence_length - 2, labels, weights
+    )
+    return (
+        _with_special(tokenizer, chunks),
+        _with_special(tokenizer, label_chunks, 0, 0),
+        _with_special(tokenizer, weight_chunks, 0.0, 0.0),
+    )
+
+
+def tagging_dataset(
+    sequences, batch_size, shuffle=False, seed=None, bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES
+):
+    """Batches of `(token_ids (B, T), labels (B, T), weights (B, T))`.
+
+    Args:
+        sequences: the triple from `tagging_sequences`.
+        batch_size, shuffle, seed, bucket_boundaries: as in
+            `classification_dataset`.
+    """
+    dataset = _batched(
+        _sliced_rows(list(sequences), shuffle, seed),
+        sequences[0].row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
     )

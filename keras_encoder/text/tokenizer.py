@@ -204,6 +204,29 @@ class Tokenizer(tf.Module):
 
     __call__ = tokenize
 
+    def tokenize_units(self, units):
+        """Word-piece ids of pre-split units, for tagging.
+
+        Args:
+            units: `tf.string` `tf.RaggedTensor` `(B, U)`: each sentence's
+                labelled units (characters or words).
+
+        Returns:
+            int32 `tf.RaggedTensor` `(B, U, P)`: every unit's pieces, no
+            `[CLS]`/`[SEP]`, nothing truncated. Every unit has at least one
+            piece (`[UNK]` for a unit that splits into nothing, such as a
+            control character), so its first piece can carry its tag.
+        """
+        flat = units.values  # (N,)
+        words = self.split_words(flat)  # (N, W)
+        pieces = tf.cast(self._wordpiece.tokenize(words).merge_dims(1, 2), tf.int32)  # (N, P)
+        empty = tf.cast(tf.equal(pieces.row_lengths(), 0), tf.int64)
+        unknown = tf.RaggedTensor.from_row_lengths(
+            tf.fill([tf.reduce_sum(empty)], tf.constant(self.unk_id, tf.int32)), empty
+        )
+        pieces = tf.concat([pieces, unknown], axis=1)
+        return units.with_values(pieces)
+
     def tokenize_to_dense(self, strings):
         """`tokenize`, padded with `pad_id`: int32 `(B, sequence_length)`."""
         strings = tf.convert_to_tensor(strings, dtype=tf.string)

@@ -121,3 +121,122 @@ def predict_labels(model, dataset):
     if not labels:
         return np.zeros(0, "int64"), np.zeros(0, "int64")
     return np.concatenate(labels), np.concatenate(predictions)
+
+
+class TagPredictor:
+    """Predicted tags for sentences of units, windowed as in training and export.
+
+    Sentences are batched by length (then put back in order) and run
+    through one traced function per model: tokenization, windowing
+    (`tag_logits`) and the argmax all happen in the graph.
+
+    Args:
+        tokenizer: the `keras_encoder.text.Tokenizer` of the model.
+        tag_names: list of tag strings, in tag-id order.
+        batch_size: int. Sentences per call.
+    """
+
+    def __init__(self, tokenizer, tag_names, batch_size=128):
+        self.tokenizer = tokenizer
+        self.tag_names = list(tag_names)
+        self.batch_size = batch_size
+        self._model = None
+        self._function = None
+
+    def _compiled(self, model):
+        if model is not self._model:
+            from keras_encoder.data.pipeline import tag_logits
+
+            tokenizer = self.tokenizer
+
+            @tf.function(
+                input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)],
+                reduce_retracing=True,
+            )
+            def predict(units):
+                logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))
+                return logits.with_values(tf.argmax(logits.values, axis=-1, output_type=tf.int32))
+
+            self._model, self._function = model, predict
+        return self._function
+
+    def __call__(self, model, sentences):
+        """List of tag lists, aligned with `sentences` (lists of unit strings)."""
+        predict = self._compiled(model)
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        result = [None] * len(sentences)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start : start + self.batch_size]
+            flat = [unit for i in chosen for unit in sentences[i]]
+            units = tf.RaggedTensor.from_row_lengths(
+                tf.constant(flat, tf.string, shape=[len(flat)]),
+                tf.constant([len(sentences[i]) for i in chosen], tf.int64),
+            )
+            for i, ids in zip(chosen, predict(units).to_list()):
+                result[i] = [self.tag_names[t] for t in ids]
+        return result
+
+
+class TaggingMetricsCallback(keras.callbacks.Callback):
+    """Validation tagging scores and a tag confusion matrix, once per epoch.
+
+    Adds to the epoch logs (so `keras.callbacks.TensorBoard`, placed after
+    this callback, plots them under `validation/`): `val_token_accuracy`
+    and, for BIO tags, `val_entity_precision`, `val_entity_recall`,
+    `val_entity_f1` and `val_entity_f1_<TYPE>` per entity type. Writes the
+    image tagged `confusion_matrix` (rows true tag, columns predicted) into
+    `log_dir`.
+
+    Args:
+        log_dir: string. Directory of the event file.
+        predictor: a `TagPredictor`.
+        units, tags: the validation sentences and their true tags.
+        tag_names: list of tag strings.
+        bio: bool. Whether the tags are BIO (adds entity scores).
+    """
+
+    def __init__(self, log_dir, predictor, units, tags, tag_names, bio):
+        super().__init__()
+        self.log_dir = log_dir
+        self.predictor = predictor
+        self.units = units
+        self.tags = tags
+        self.tag_names = list(tag_names)
+        self.bio = bio
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_encoder.training.metrics import entity_report, token_accuracy
+
+        predicted = self.predictor(self.model, self.units)
+        scores = {"val_token_accuracy": token_accuracy(self.tags, predicted)}
+        if self.bio:
+            report = entity_report(self.tags, predicted)
+            scores.update(
+                val_entity_precision=report["precision"],
+                val_entity_recall=report["recall"],
+                val_entity_f1=report["f1"],
+            )
+            for kind, values in report["per_type"].items():
+                scores[f"val_entity_f1_{kind}"] = values["f1"]
+        if logs is not None:
+            logs.update(scores)
+        index = {name: i for i, name in enumerate(self.tag_names)}
+        matrix = confusion_matrix(
+            [index[t] for sentence in self.tags for t in sentence],
+            [index[t] for sentence in predicted for t in sentence],
+            len(self.tag_names),
+        )
+        figure = plots.confusion_figure(
+            matrix, self.tag_names, title=f"validation tags, epoch {epoch + 1}", normalize=True
+        )
+        with self._writer.as_default():
+            tf.summary.image("confusion_matrix", plots.figure_to_image(figure), step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()

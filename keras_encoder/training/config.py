@@ -7,7 +7,8 @@ import os
 from keras_encoder.errors import ConfigError
 from keras_encoder.models import EncoderConfig
 
-TASKS = ("classify",)
+TASKS = ("auto", "classify", "tag")
+TAG_SCHEMES = ("auto", "bio", "plain")
 
 
 @dataclasses.dataclass
@@ -18,11 +19,18 @@ class TrainConfig:
     cores in about a quarter of an hour.
     """
 
-    # Data: a built-in corpus name ("reviews") or a CSV/TSV/JSONL path.
+    # Data: a built-in corpus name ("reviews", "peoples-daily-ner",
+    # "peoples-daily-pos"), a CSV/TSV/JSONL file (classification) or a
+    # CoNLL file (tagging).
     data: str = "reviews"
     text_column: str = "text"
     label_column: str = "label"
-    task: str = "classify"
+    # "classify" (one label per text), "tag" (one tag per token), or "auto":
+    # tagging for a tagging corpus or a .conll/.bio file.
+    task: str = "auto"
+    # Tagging: "bio" checks tags are BIO and scores entity spans; "plain"
+    # scores token accuracy; "auto" is BIO when every tag looks like it.
+    tag_scheme: str = "auto"
     # Fractions held out; the test split is touched once, after training.
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -84,6 +92,10 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} must be a non-negative integer. Received: {value!r}")
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}. Received: {self.task!r}")
+        if self.tag_scheme not in TAG_SCHEMES:
+            raise ConfigError(
+                f"--tag-scheme must be one of {', '.join(TAG_SCHEMES)}. Received: {self.tag_scheme!r}"
+            )
         if self.max_length < 3:
             raise ConfigError(f"--max-length must be at least 3 ([CLS], one token, [SEP]). Received: {self.max_length}")
         if self.vocabulary_size < 16:

@@ -100,14 +100,24 @@ def attention_figure(scores, tokens, title):
     return figure
 
 
-def confusion_figure(matrix, label_names, title="confusion matrix"):
-    """Counts with true labels down and predictions across."""
+def confusion_figure(matrix, label_names, title="confusion matrix", normalize=False):
+    """Counts with true labels down and predictions across.
+
+    With `normalize=True` the colour is each row's share (recall per true
+    label), so rare labels stay visible next to a dominant one such as the
+    tag `O`; the numbers written in the cells are always counts (left out
+    above 20 labels, where they would not fit).
+    """
     matrix = np.asarray(matrix)
-    size = max(3.0, 0.6 * len(label_names) + 1.5)
+    size = min(max(3.0, 0.6 * len(label_names) + 1.5), 16.0)
     figure = Figure(figsize=(size + 0.8, size), dpi=90)
     FigureCanvasAgg(figure)
     axis = figure.subplots()
-    image = axis.imshow(matrix, cmap="Blues")
+    shade = matrix
+    if normalize:
+        totals = matrix.sum(axis=1, keepdims=True)
+        shade = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = axis.imshow(shade, cmap="Blues")
     font = {"family": cjk_font()} if cjk_font() else {}
     labels = tick_labels(label_names)
     axis.set_xticks(range(len(labels)))
@@ -116,11 +126,11 @@ def confusion_figure(matrix, label_names, title="confusion matrix"):
     axis.set_yticklabels(labels, fontsize=8, **font)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (row, column), count in np.ndenumerate(matrix):
+    threshold = shade.max() / 2 if shade.size else 0
+    for (row, column), count in np.ndenumerate(matrix if len(label_names) <= 20 else []):
         axis.text(
             column, row, str(count), ha="center", va="center", fontsize=8,
-            color="white" if count > threshold else "black",
+            color="white" if shade[row, column] > threshold else "black",
         )
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     axis.set_title(title)

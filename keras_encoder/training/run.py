@@ -27,23 +27,13 @@ import zipfile
 
 import keras
 
-from keras_encoder.data import load_classification_data, split_dataset
-from keras_encoder.data.pipeline import (
-    classification_dataset,
-    masked_lm_dataset,
-    tokenize_all,
-)
-from keras_encoder.errors import DataError, KerasEncoderError
-from keras_encoder.export import export_classifier
-from keras_encoder.models import build_classifier, build_encoder, build_masked_lm
+from keras_encoder.data.pipeline import masked_lm_dataset
+from keras_encoder.errors import KerasEncoderError
+from keras_encoder.models import build_encoder, build_masked_lm
 from keras_encoder.text import Tokenizer
-from keras_encoder.training.callbacks import (
-    AttentionMapCallback,
-    ConfusionMatrixCallback,
-    predict_labels,
-)
+from keras_encoder.training.callbacks import AttentionMapCallback
 from keras_encoder.training.config import TrainConfig
-from keras_encoder.training.metrics import classification_report, confusion_matrix
+from keras_encoder.training.tasks import make_task
 
 METRICS_FILE = "metrics.json"
 STATE_FILE = "state.json"
@@ -55,23 +45,11 @@ def run(config: TrainConfig, echo=print):
     keras.utils.set_random_seed(config.seed)
 
     # === Data (errors surface before anything is written) ===
-    data = load_classification_data(config.data, config.text_column, config.label_column)
-    echo(data.summary())
-    splits = split_dataset(
-        data,
-        validation_fraction=config.validation_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
-    for name in ("train", "validation", "test"):
-        if len(splits[name]) == 0:
-            raise DataError(
-                f"{data.source}: the {name} split is empty with "
-                f"{len(data)} examples; use more data or a larger --{name}-fraction"
-            )
+    task = make_task(config, echo)
+    sizes = task.sizes()
     echo(
-        f"Split (seed {config.seed}): {len(splits['train'])} train, "
-        f"{len(splits['validation'])} validation, {len(splits['test'])} test"
+        f"Split (seed {config.seed}): {sizes['train']} train, "
+        f"{sizes['validation']} validation, {sizes['test']} test"
     )
 
     run_dir, resumed = _open_run_dir(config, echo)
@@ -81,25 +59,13 @@ def run(config: TrainConfig, echo=print):
         tokenizer = Tokenizer.load(run_dir)
     else:
         tokenizer = Tokenizer.learn(
-            splits["train"].texts,
+            task.texts("train"),
             vocabulary_size=config.vocabulary_size,
             sequence_length=config.max_length,
         )
         tokenizer.save(run_dir)
     echo(f"Vocabulary: {tokenizer.vocabulary_size} tokens (learned on the train split)")
-
-    ids = {name: tokenize_all(tokenizer, part.texts) for name, part in splits.items()}
-    datasets = {
-        name: classification_dataset(
-            ids[name],
-            splits[name].labels,
-            config.batch_size,
-            shuffle=name == "train",
-            seed=config.seed,
-        )
-        for name in splits
-    }
-    label_names = data.label_names
+    task.prepare(tokenizer)
 
     # === Training: optional masked-LM pretraining, then fine-tuning ===
     state_path = os.path.join(run_dir, STATE_FILE)
@@ -107,14 +73,14 @@ def run(config: TrainConfig, echo=print):
     encoder_config = config.encoder_config(tokenizer.vocabulary_size)
     pretrained_path = os.path.join(run_dir, "pretrain", "encoder.weights.h5")
     if config.pretrain_epochs and not state.get("pretrained"):
-        _pretrain(config, encoder_config, run_dir, tokenizer, ids, pretrained_path, echo)
+        _pretrain(config, encoder_config, run_dir, tokenizer, task.ids, pretrained_path, echo)
         state["pretrained"] = True
         _write_json(state_path, state)
     if not state.get("trained"):
         encoder = build_encoder(encoder_config)
         if config.pretrain_epochs:
             encoder.load_weights(pretrained_path)
-        _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datasets, label_names, echo)
+        _fit(config, task, task.build_model(encoder_config, encoder), run_dir, tokenizer, echo)
         state["trained"] = True
         _write_json(state_path, state)
     history = _read_history(run_dir)
@@ -122,26 +88,21 @@ def run(config: TrainConfig, echo=print):
 
     # === Evaluation on the held-out test split, with the best weights ===
     model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
-    labels, predictions = predict_labels(model, datasets["test"])
-    matrix = confusion_matrix(labels, predictions, len(label_names))
-    report = classification_report(matrix, label_names)
+    task_metrics, summary = task.evaluate(model)
 
     # === Artifacts ===
     model.save(os.path.join(run_dir, "model.keras"))
     export_dir = os.path.join(run_dir, "export")
     shutil.rmtree(export_dir, ignore_errors=True)
-    export_classifier(model, tokenizer, label_names, export_dir)
+    task.export(model, export_dir)
 
     best = min(history, key=lambda row: row["val_loss"]) if history else {}
     metrics = {
-        "test_accuracy": report["accuracy"],
-        "test_macro_f1": report["macro_f1"],
-        "test_per_class": report["per_class"],
-        "test_confusion_matrix": matrix.tolist(),
-        "label_names": label_names,
-        "num_train": len(splits["train"]),
-        "num_validation": len(splits["validation"]),
-        "num_test": len(splits["test"]),
+        "task": task.name,
+        **task_metrics,
+        "num_train": sizes["train"],
+        "num_validation": sizes["validation"],
+        "num_test": sizes["test"],
         "epochs_run": len(history),
         "best_epoch": int(best.get("epoch", -1)) + 1,
         "best_val_loss": best.get("val_loss"),
@@ -151,14 +112,13 @@ def run(config: TrainConfig, echo=print):
         ),
         "vocabulary_size": tokenizer.vocabulary_size,
         "parameters": int(model.count_params()),
-        "data": data.stats,
+        "data": task.data.stats,
     }
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
 
     echo("")
     echo(
-        f"Test accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} "
-        f"on {len(splits['test'])} held-out examples "
+        f"{summary} on {sizes['test']} held-out {task.example_noun} "
         f"({len(history)} epochs, best {metrics['best_epoch']}, "
         f"{metrics['train_seconds'] / 60:.1f} min of training)"
     )
@@ -229,15 +189,10 @@ def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, ech
     encoder.save_weights(weights_path)
 
 
-def _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datasets, label_names, echo):
-    """Fine-tune a classifier on `encoder`; keep the best checkpoint."""
-    model = build_classifier(encoder_config, len(label_names), encoder=encoder)
-    steps_per_epoch = int(datasets["train"].cardinality())
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch, config.epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+def _fit(config, task, model, run_dir, tokenizer, echo):
+    """Fine-tune the task model; keep the best checkpoint."""
+    steps_per_epoch = int(task.datasets["train"].cardinality())
+    model.compile(optimizer=_optimizer(config, steps_per_epoch, config.epochs), **task.compile_args())
 
     history = _read_history(run_dir)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
@@ -249,12 +204,12 @@ def _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datas
         best_so_far = None
     os.makedirs(checkpoint_dir, exist_ok=True)
     probe_ids, probe_tokens = _probe_sentences(
-        tokenizer, ids["validation"], config.probe_sentences
+        tokenizer, task.ids["validation"], config.probe_sentences
     )
-    # Picture callbacks first: they add `val_macro_f1` to the epoch logs
-    # that the recording callbacks then write.
+    # Picture callbacks first: they add validation scores (macro-F1, entity
+    # F1) to the epoch logs that the recording callbacks then write.
     callbacks = [
-        ConfusionMatrixCallback(os.path.join(run_dir, "validation"), datasets["validation"], label_names),
+        *task.callbacks(run_dir),
         AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
         keras.callbacks.ModelCheckpoint(
             best_path,
@@ -274,9 +229,9 @@ def _fit(config, encoder_config, encoder, run_dir, tokenizer, splits, ids, datas
         + (f", resuming after epoch {len(history)}" if history else "")
     )
     model.fit(
-        datasets["train"],
+        task.datasets["train"],
         epochs=config.epochs,
-        validation_data=datasets["validation"],
+        validation_data=task.datasets["validation"],
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself
         verbose=_verbosity(),

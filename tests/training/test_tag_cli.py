@@ -1,0 +1,167 @@
+"""`python train.py --task tag` end to end, and its bad-input messages."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.training.test_train_cli import REPO, event_tags, train
+
+NAMES = {"PER": ["张三", "李小明", "王五"], "LOC": ["北京", "上海市"], "ORG": ["新华社", "联合国"]}
+FILLER = "今天我们去看了他说这是很好的事情"
+
+
+def write_conll(path, sentences=300, seed=0):
+    """Char-level BIO sentences with a learnable signal; some long ones."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("-DOCSTART- O\n\n")
+        for index in range(sentences):
+            pairs = []
+            for _ in range(rng.integers(1, 4)):
+                pairs += [(c, "O") for c in rng.choice(list(FILLER), size=rng.integers(1, 6))]
+                kind = rng.choice(sorted(NAMES))
+                name = rng.choice(NAMES[kind])
+                pairs += [(c, ("B-" if i == 0 else "I-") + kind) for i, c in enumerate(name)]
+            if index % 40 == 0:
+                pairs *= 6  # longer than --max-length: tagged in several windows
+            handle.writelines(f"{c}\t{t}\n" for c, t in pairs)
+            handle.write("\n")
+
+
+def tag_flags(data, logdir, run_name, epochs=4):
+    return [
+        "--data", str(data), "--logdir", str(logdir), "--run-name", run_name,
+        "--epochs", str(epochs), "--layers", "1", "--hidden", "32", "--heads", "2",
+        "--intermediate", "64", "--batch-size", "16", "--max-length", "32",
+        "--vocabulary-size", "200", "--probe-sentences", "2", "--learning-rate", "5e-3",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tag_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tag")
+    data = root / "toy.conll"
+    write_conll(data)
+    result = train(tag_flags(data, root / "logs", "ner"))
+    return root, result
+
+
+@pytest.mark.slow
+def test_tag_run_finishes_with_entity_scores(tag_run):
+    root, result = tag_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test entity F1" in result.stdout
+    metrics = json.loads((root / "logs" / "ner" / "metrics.json").read_text())
+    assert metrics["task"] == "tag" and metrics["tag_scheme"] == "bio" and metrics["unit"] == "char"
+    assert set(metrics["test_per_type"]) == {"PER", "LOC", "ORG"}
+    # The toy entities are a fixed list between filler characters: learnable.
+    assert metrics["test_entity_f1"] > 0.8, metrics
+    assert metrics["test_token_accuracy"] > 0.9
+    config = json.loads((root / "logs" / "ner" / "config.json").read_text())
+    assert config["task"] == "auto"
+
+
+@pytest.mark.slow
+def test_tag_run_writes_scores_attention_and_tag_confusion(tag_run):
+    root, _ = tag_run
+    validation = event_tags(str(root / "logs" / "ner" / "validation"))
+    tensors = validation.Tags()["tensors"]
+    for name in ("epoch_entity_f1", "epoch_entity_f1_PER", "epoch_token_accuracy", "epoch_loss"):
+        assert name in tensors, tensors
+    assert "attention/sentence_0/block_0" in tensors
+    assert "confusion_matrix" in tensors
+    history = (root / "logs" / "ner" / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in history[1:]]
+    # Keras' weighted accuracy and the unit-level accuracy count the same units.
+    for row in rows:
+        assert float(row["val_accuracy"]) == pytest.approx(float(row["val_token_accuracy"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tagger_saved_model_matches_the_keras_model_in_a_fresh_process(tag_run):
+    root, _ = tag_run
+    run_dir = root / "logs" / "ner"
+    texts = ["今天张三去了北京", "", "李小明说 新华社" * 40, "x"]
+    script = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        f"serve = tf.saved_model.load({str(run_dir / 'export')!r}).signatures['serving_default']\n"
+        f"out = serve(tf.constant({texts!r}))\n"
+        "out = {k: v.numpy() for k, v in out.items()}\n"
+        "dec = lambda a: [[x.decode() for x in row] for row in a]\n"
+        "print(json.dumps({'tags': dec(out['tags']), 'tokens': dec(out['tokens']),"
+        " 'num_tokens': out['num_tokens'].tolist(), 'start': out['token_start'].tolist(),"
+        " 'entity_text': dec(out['entity_text']), 'entity_type': dec(out['entity_type']),"
+        " 'entity_start': out['entity_start'].tolist(), 'entity_end': out['entity_end'].tolist(),"
+        " 'num_entities': out['num_entities'].tolist(),"
+        " 'modules': sorted(m for m in sys.modules if m.startswith(('keras_encoder', 'keras_hub')))}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert served["modules"] == []
+
+    import keras
+
+    from keras_encoder.data.tagging import bio_spans
+    from keras_encoder.text import Tokenizer
+    from keras_encoder.training.callbacks import TagPredictor
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    tag_names = json.loads((run_dir / "metrics.json").read_text())["tag_names"]
+    units = [[c for c in text if not c.isspace()] for text in texts]
+    expected = TagPredictor(Tokenizer.load(run_dir), tag_names)(model, units)
+    assert served["num_tokens"] == [len(u) for u in units]
+    for row, (text, row_units, row_tags) in enumerate(zip(texts, units, expected)):
+        count = len(row_units)
+        assert served["tokens"][row][:count] == row_units
+        assert served["tags"][row][:count] == row_tags
+        assert [text[s] for s in served["start"][row][:count]] == row_units
+        spans = bio_spans(row_tags)
+        assert served["num_entities"][row] == len(spans)
+        for index, (kind, first, last) in enumerate(spans):
+            start = served["entity_start"][row][index]
+            end = served["entity_end"][row][index]
+            assert served["entity_type"][row][index] == kind
+            assert served["entity_text"][row][index] == "".join(row_units[first:last])
+            assert text[start:end].replace(" ", "") == served["entity_text"][row][index]
+    # The learnable names come out as entities.
+    assert "张三" in served["entity_text"][0] and "北京" in served["entity_text"][0]
+
+
+def load_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_cli", os.path.join(REPO, "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TAG_CASES = {
+    "one field": ("张\tB-PER\n三\n", [], r"toy\.conll line 2: expected 'token<TAB>tag'"),
+    "not BIO": ("张\tB-PER\n三\tPER-I\n", ["--tag-scheme", "bio"], r"line 2: tag 'PER-I' is not BIO"),
+    "I after O": ("好\tO\n三\tI-PER\n", [], r"line 2: tag 'I-PER' follows 'O'"),
+    "empty": ("\n\n-DOCSTART- O\n", [], r"toy\.conll holds no tagged tokens"),
+    "one tag": ("好\tO\n的\tO\n", [], r"every token has the tag 'O'"),
+    "classify corpus": (None, ["--data", "peoples-daily-ner", "--task", "classify"], "tagging corpus"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAG_CASES))
+def test_bad_tagging_input_is_one_clear_message(capsys, tmp_path, name):
+    content, flags, match = TAG_CASES[name]
+    path = tmp_path / "toy.conll"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    code = load_cli().main(["--logdir", str(tmp_path / "logs"), "--data", str(path), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert re.search(match, err), err
+    assert not (tmp_path / "logs").exists()

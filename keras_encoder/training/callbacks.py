@@ -133,21 +133,24 @@ class TagPredictor:
     Args:
         tokenizer: the `keras_encoder.text.Tokenizer` of the model.
         tag_names: list of tag strings, in tag-id order.
+        bio: bool. Decode the most probable valid BIO sequence
+            (`constrained_decode`) instead of each unit's most probable tag.
         batch_size: int. Sentences per call.
     """
 
-    def __init__(self, tokenizer, tag_names, batch_size=128):
+    def __init__(self, tokenizer, tag_names, bio=False, batch_size=128):
         self.tokenizer = tokenizer
         self.tag_names = list(tag_names)
+        self.bio = bio
         self.batch_size = batch_size
         self._model = None
         self._function = None
 
     def _compiled(self, model):
         if model is not self._model:
-            from keras_encoder.data.pipeline import tag_logits
+            from keras_encoder.data.pipeline import constrained_decode, tag_logits
 
-            tokenizer = self.tokenizer
+            tokenizer, tag_names, bio = self.tokenizer, self.tag_names, self.bio
 
             @tf.function(
                 input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)],
@@ -155,6 +158,8 @@ class TagPredictor:
             )
             def predict(units):
                 logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))
+                if bio:
+                    return constrained_decode(logits, tag_names)
                 return logits.with_values(tf.argmax(logits.values, axis=-1, output_type=tf.int32))
 
             self._model, self._function = model, predict

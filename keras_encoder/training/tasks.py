@@ -227,7 +227,7 @@ class TaggingTask:
         return [
             TaggingMetricsCallback(
                 os.path.join(run_dir, "validation"),
-                TagPredictor(self.tokenizer, self.tag_names),
+                TagPredictor(self.tokenizer, self.tag_names, bio=self.bio),
                 part.units,
                 part.tags,
                 self.tag_names,
@@ -237,7 +237,7 @@ class TaggingTask:
 
     def evaluate(self, model):
         part = self.splits["test"]
-        predicted = TagPredictor(self.tokenizer, self.tag_names)(model, part.units)
+        predicted = TagPredictor(self.tokenizer, self.tag_names, bio=self.bio)(model, part.units)
         accuracy = token_accuracy(part.tags, predicted)
         index = {name: i for i, name in enumerate(self.tag_names)}
         matrix = confusion_matrix(

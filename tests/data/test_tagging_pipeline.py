@@ -141,3 +141,46 @@ def test_masked_loss_ignores_padding_and_unlabelled_pieces():
     log_probabilities = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = -np.take_along_axis(log_probabilities, labels.numpy()[..., None], -1)[..., 0][chosen].mean()
     assert batch_loss(6) == pytest.approx(expected, abs=1e-5)
+
+
+def test_constrained_decode_finds_the_best_valid_bio_sequence():
+    import itertools
+
+    from keras_encoder.data.pipeline import bio_transitions, constrained_decode
+
+    names = ["O", "B-A", "I-A", "B-B", "I-B"]
+    allowed, start = bio_transitions(names)
+    lengths = [0, 1, 2, 3, 4, 5, 1, 4]
+    rng = np.random.default_rng(0)
+    logits = tf.RaggedTensor.from_row_lengths(
+        (3 * rng.normal(size=(sum(lengths), 5))).astype("float32"), lengths
+    )
+    decoded = constrained_decode(logits, names).to_list()
+    for row, length in enumerate(lengths):
+        scores = tf.nn.log_softmax(logits[row]).numpy()
+        best = max(
+            (
+                candidate
+                for candidate in itertools.product(range(5), repeat=length)
+                if (not length or start[candidate[0]])
+                and all(allowed[a, b] for a, b in zip(candidate, candidate[1:]))
+            ),
+            key=lambda candidate: sum(scores[i, c] for i, c in enumerate(candidate)),
+        )
+        assert decoded[row] == list(best)
+
+
+def test_constrained_decode_keeps_a_valid_argmax_and_handles_empty_input():
+    from keras_encoder.data.pipeline import constrained_decode
+
+    names = ["O", "B-A", "I-A"]
+    valid = [[0, 1, 2, 2, 0, 1], [1]]
+    logits = tf.RaggedTensor.from_row_lengths(
+        np.eye(3, dtype="float32")[sum(valid, [])] * 5, [len(v) for v in valid]
+    )
+    assert constrained_decode(logits, names).to_list() == valid
+    # I-A after O is repaired into a valid sequence.
+    broken = tf.RaggedTensor.from_row_lengths(np.eye(3, dtype="float32")[[0, 2, 2]] * 5, [3])
+    assert constrained_decode(broken, names).to_list() in ([[0, 1, 2]], [[0, 0, 0]])
+    empty = tf.RaggedTensor.from_row_lengths(np.zeros((0, 3), "float32"), np.zeros([0], "int64"))
+    assert constrained_decode(empty, names).shape[0] == 0

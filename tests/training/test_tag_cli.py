@@ -75,12 +75,6 @@ def test_tag_run_writes_scores_attention_and_tag_confusion(tag_run):
         assert name in tensors, tensors
     assert "attention/sentence_0/block_0" in tensors
     assert "confusion_matrix" in tensors
-    history = (root / "logs" / "ner" / "history.csv").read_text().splitlines()
-    header = history[0].split(",")
-    rows = [dict(zip(header, line.split(","))) for line in history[1:]]
-    # Keras' weighted accuracy and the unit-level accuracy count the same units.
-    for row in rows:
-        assert float(row["val_accuracy"]) == pytest.approx(float(row["val_token_accuracy"]), abs=1e-6)
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ HELP = {
     "heads": "attention heads (must divide --hidden)",
     "intermediate": "feed-forward width",
     "dropout": "dropout rate",
-    "position": "position information",
+    "position": "position information (auto: rotary for tagging, sinusoidal otherwise)",
     "pooling": "sentence vector: [CLS] position or mean of tokens",
     "norm_first": "pre-norm blocks instead of post-norm",
     "embedding_norm": "LayerNorm on the embeddings, as in BERT",
@@ -60,7 +60,7 @@ HELP = {
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
 }
 CHOICES = {
-    "task": TASKS, "tag_scheme": TAG_SCHEMES, "position": POSITION_KINDS, "pooling": POOLING_MODES,
+    "task": TASKS, "tag_scheme": TAG_SCHEMES, "position": ("auto", *POSITION_KINDS), "pooling": POOLING_MODES,
 }
 
 

@@ -48,7 +48,10 @@ class TrainConfig:
     heads: int = 4
     intermediate: int = 512
     dropout: float = 0.1
-    position: str = "sinusoidal"
+    # "auto": rotary for tagging (relative positions; entity F1 0.87 against
+    # 0.69 for sinusoidal after 3 epochs on peoples-daily-ner), sinusoidal
+    # for classification (0.8255 against 0.8180 test accuracy on reviews).
+    position: str = "auto"
     pooling: str = "mean"
     norm_first: bool = False
     embedding_norm: bool = False
@@ -116,11 +119,28 @@ class TrainConfig:
         if self.run_name and (os.sep in self.run_name or self.run_name in (".", "..")):
             raise ConfigError(f"--run-name must be a plain directory name. Received: {self.run_name!r}")
         try:
-            self.encoder_config(vocabulary_size=self.vocabulary_size)
+            self.encoder_config(self.vocabulary_size, self.resolved_task)
         except ConfigError as error:
             raise ConfigError(f"Model flags do not fit together: {error}") from None
 
-    def encoder_config(self, vocabulary_size):
+    @property
+    def resolved_task(self):
+        """`task`, with `"auto"` read off `data`: tagging for a tagging corpus
+        or a `.conll`/`.bio` file, classification otherwise."""
+        from keras_encoder.data.tagging import TAGGING_CORPORA, TAGGING_EXTENSIONS
+
+        if self.task != "auto":
+            return self.task
+        extension = os.path.splitext(self.data)[1].lower()
+        return "tag" if self.data in TAGGING_CORPORA or extension in TAGGING_EXTENSIONS else "classify"
+
+    def resolved_position(self, task="classify"):
+        """`position`, with `"auto"` resolved for `task` ("classify" or "tag")."""
+        if self.position != "auto":
+            return self.position
+        return "rotary" if task == "tag" else "sinusoidal"
+
+    def encoder_config(self, vocabulary_size, task="classify"):
         """The `EncoderConfig` for a tokenizer of `vocabulary_size` tokens."""
         return EncoderConfig(
             vocabulary_size=vocabulary_size,
@@ -130,7 +150,7 @@ class TrainConfig:
             num_layers=self.layers,
             intermediate_dim=self.intermediate,
             dropout=self.dropout,
-            position=self.position,
+            position=self.resolved_position(task),
             norm_first=self.norm_first,
             embedding_norm=self.embedding_norm,
             activation=self.activation,

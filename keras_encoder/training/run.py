@@ -70,7 +70,7 @@ def run(config: TrainConfig, echo=print):
     # === Training: optional masked-LM pretraining, then fine-tuning ===
     state_path = os.path.join(run_dir, STATE_FILE)
     state = _read_json(state_path) or {}
-    encoder_config = config.encoder_config(tokenizer.vocabulary_size)
+    encoder_config = config.encoder_config(tokenizer.vocabulary_size, task.name)
     pretrained_path = os.path.join(run_dir, "pretrain", "encoder.weights.h5")
     if config.pretrain_epochs and not state.get("pretrained"):
         _pretrain(config, encoder_config, run_dir, tokenizer, task.ids, pretrained_path, echo)
@@ -111,6 +111,7 @@ def run(config: TrainConfig, echo=print):
             sum(row.get("seconds", 0.0) for row in history + pretrain_history), 1
         ),
         "vocabulary_size": tokenizer.vocabulary_size,
+        "position": encoder_config.position,
         "parameters": int(model.count_params()),
         "data": task.data.stats,
     }

@@ -25,12 +25,7 @@ from keras_encoder.data.pipeline import (
     tokenize_all,
     tokenize_units_all,
 )
-from keras_encoder.data.tagging import (
-    TAGGING_CORPORA,
-    TAGGING_EXTENSIONS,
-    load_tagging_data,
-    split_sentences,
-)
+from keras_encoder.data.tagging import TAGGING_CORPORA, load_tagging_data, split_sentences
 from keras_encoder.errors import ConfigError, DataError
 from keras_encoder.export import export_classifier, export_tagger
 from keras_encoder.models import build_classifier, build_token_classifier
@@ -51,20 +46,8 @@ from keras_encoder.training.metrics import (
 SPLITS = ("train", "validation", "test")
 
 
-def resolve_task(config):
-    """`config.task`, with `"auto"` read off the data: tagging for a tagging
-    corpus or a `.conll`/`.bio` file, classification otherwise."""
-    if config.task != "auto":
-        return config.task
-    data = config.data
-    if data in TAGGING_CORPORA or os.path.splitext(data)[1].lower() in TAGGING_EXTENSIONS:
-        return "tag"
-    return "classify"
-
-
 def make_task(config, echo=print):
-    task = resolve_task(config)
-    if task == "tag":
+    if config.resolved_task == "tag":
         return TaggingTask(config, echo)
     if config.data in TAGGING_CORPORA:
         raise ConfigError(

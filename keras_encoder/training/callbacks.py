@@ -214,27 +214,19 @@ class TaggingMetricsCallback(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_encoder.training.metrics import entity_report, token_accuracy
+        from keras_encoder.training.metrics import tagging_report
 
         predicted = self.predictor(self.model, self.units)
-        scores = {"val_token_accuracy": token_accuracy(self.tags, predicted)}
+        report = tagging_report(self.tags, predicted, self.tag_names, self.bio)
+        scores = {"val_token_accuracy": report["token_accuracy"]}
         if self.bio:
-            report = entity_report(self.tags, predicted)
-            scores.update(
-                val_entity_precision=report["precision"],
-                val_entity_recall=report["recall"],
-                val_entity_f1=report["f1"],
-            )
+            for name in ("entity_precision", "entity_recall", "entity_f1"):
+                scores[f"val_{name}"] = report[name]
             for kind, values in report["per_type"].items():
                 scores[f"val_entity_f1_{kind}"] = values["f1"]
         if logs is not None:
             logs.update(scores)
-        index = {name: i for i, name in enumerate(self.tag_names)}
-        matrix = confusion_matrix(
-            [index[t] for sentence in self.tags for t in sentence],
-            [index[t] for sentence in predicted for t in sentence],
-            len(self.tag_names),
-        )
+        matrix = report["confusion_matrix"]
         figure = plots.confusion_figure(
             matrix, self.tag_names, title=f"validation tags, epoch {epoch + 1}", normalize=True
         )

@@ -82,3 +82,34 @@ def token_accuracy(true_tags, predicted_tags):
         total += len(truth)
         correct += sum(a == b for a, b in zip(truth, predicted))
     return correct / total if total else 0.0
+
+
+def tagging_report(true_tags, predicted_tags, tag_names, bio):
+    """Every tagging score, from aligned true and predicted tag sequences.
+
+    Returns:
+        dict: `token_accuracy`, `confusion_matrix` (tag counts, rows true),
+        `per_tag` (precision/recall/F1 per tag) and, when `bio`,
+        `entity_precision`, `entity_recall`, `entity_f1` and `per_type`
+        from `entity_report`.
+    """
+    index = {name: i for i, name in enumerate(tag_names)}
+    matrix = confusion_matrix(
+        [index[tag] for sentence in true_tags for tag in sentence],
+        [index[tag] for sentence in predicted_tags for tag in sentence],
+        len(tag_names),
+    )
+    report = {
+        "token_accuracy": token_accuracy(true_tags, predicted_tags),
+        "confusion_matrix": matrix,
+        "per_tag": classification_report(matrix, tag_names)["per_class"],
+    }
+    if bio:
+        entities = entity_report(true_tags, predicted_tags)
+        report.update(
+            entity_precision=entities["precision"],
+            entity_recall=entities["recall"],
+            entity_f1=entities["f1"],
+            per_type=entities["per_type"],
+        )
+    return report

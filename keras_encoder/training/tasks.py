@@ -39,8 +39,7 @@ from keras_encoder.training.keras_metrics import WeightedTokenAccuracy
 from keras_encoder.training.metrics import (
     classification_report,
     confusion_matrix,
-    entity_report,
-    token_accuracy,
+    tagging_report,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -221,34 +220,26 @@ class TaggingTask:
     def evaluate(self, model):
         part = self.splits["test"]
         predicted = TagPredictor(self.tokenizer, self.tag_names, bio=self.bio)(model, part.units)
-        accuracy = token_accuracy(part.tags, predicted)
-        index = {name: i for i, name in enumerate(self.tag_names)}
-        matrix = confusion_matrix(
-            [index[t] for s in part.tags for t in s],
-            [index[t] for s in predicted for t in s],
-            len(self.tag_names),
-        )
+        report = tagging_report(part.tags, predicted, self.tag_names, self.bio)
         metrics = {
-            "test_token_accuracy": accuracy,
+            "test_token_accuracy": report["token_accuracy"],
             "tag_names": self.tag_names,
             "tag_scheme": self.data.scheme,
             "unit": self.data.unit,
             "num_test_units": part.num_units,
-            "test_per_tag": classification_report(matrix, self.tag_names)["per_class"],
+            "test_per_tag": report["per_tag"],
         }
-        line = f"Test token accuracy {accuracy:.4f}"
+        line = f"Test token accuracy {report['token_accuracy']:.4f}"
         if self.bio:
-            report = entity_report(part.tags, predicted)
-            metrics.update(
-                test_entity_precision=report["precision"],
-                test_entity_recall=report["recall"],
-                test_entity_f1=report["f1"],
-                test_per_type=report["per_type"],
-            )
+            for name in ("entity_precision", "entity_recall", "entity_f1", "per_type"):
+                metrics[f"test_{name}"] = report[name]
             per_type = ", ".join(
                 f"{kind} {scores['f1']:.4f}" for kind, scores in report["per_type"].items()
             )
-            line = f"Test entity F1 {report['f1']:.4f} ({per_type}); token accuracy {accuracy:.4f}"
+            line = (
+                f"Test entity F1 {report['entity_f1']:.4f} ({per_type}); "
+                f"token accuracy {report['token_accuracy']:.4f}"
+            )
         return metrics, line
 
     def export(self, model, path):

@@ -13,27 +13,46 @@ import keras
 import tensorflow as tf
 
 
-def export_classifier(model, tokenizer, label_names, path):
+# Serving batches are split by length into these groups, each padded only
+# to its own longest sequence (the last bound is the tokenizer's length).
+SERVING_LENGTH_BOUNDS = (32, 64)
+
+
+def export_classifier(model, tokenizer, label_names, path, length_bounds=SERVING_LENGTH_BOUNDS):
     """Write a SavedModel whose `serving_default` classifies raw strings.
 
     The signature takes a 1-D `tf.string` tensor named `text` and returns
     `probabilities` float32 `(B, C)`, `label_id` int32 `(B,)` and `label`
     string `(B,)`. Empty strings and strings longer than the tokenizer's
     `sequence_length` are valid input (the latter are truncated, as in
-    training). Each batch is padded only to its own longest sequence.
+    training).
+
+    A batch is not padded to its longest text as a whole: its rows are
+    grouped by token count (up to each of `length_bounds`, then the rest),
+    and each non-empty group runs through the model padded to its own
+    longest row, so one long review does not make 31 short ones pay for
+    its length. Results come back in input order.
 
     Args:
         model: a classifier from `build_classifier` (logits output).
         tokenizer: the `keras_encoder.text.Tokenizer` used in training.
         label_names: list of class names, in class-id order.
         path: output directory.
+        length_bounds: tuple of int. Token counts that separate the groups;
+            `()` runs the whole batch at once.
     """
     labels = tf.constant(list(label_names), dtype=tf.string)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
-        token_ids = tokenizer.tokenize(text).to_tensor(default_value=tokenizer.pad_id)
-        logits = model(token_ids, training=False)  # (B, C)
+        token_ids = tokenizer.tokenize(text)  # ragged (B, T)
+        logits = grouped_by_length(
+            lambda ids: tf.cast(model(ids, training=False), tf.float32),
+            token_ids,
+            length_bounds,
+            output_shape=(len(label_names),),
+            pad_id=tokenizer.pad_id,
+        )  # (B, C)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {
@@ -47,6 +66,43 @@ def export_classifier(model, tokenizer, label_names, path):
     archive.track(tokenizer)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(str(path), verbose=False)
+
+
+def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0):
+    """`fn` on rows grouped by length; per-row outputs in input order.
+
+    Args:
+        fn: dense int32 `(b, t)` ids to a float32 `(b, *output_shape)`.
+        token_ids: int32 `tf.RaggedTensor` `(B, None)`.
+        length_bounds: tuple of increasing int: group `i` holds rows with at
+            most `length_bounds[i]` tokens (and more than the bound before);
+            one last group holds the rest.
+        output_shape: tuple of int. `fn`'s output shape for one row.
+        pad_id: int. Padding id.
+
+    Returns:
+        `fn`'s outputs for all rows, `(B, ...)`, in the order of `token_ids`.
+    """
+    if not length_bounds:
+        return fn(token_ids.to_tensor(default_value=pad_id))
+    lengths = tf.cast(token_ids.row_lengths(), tf.int32)
+    group = tf.searchsorted(
+        tf.constant(sorted(length_bounds), tf.int32), lengths, side="left"
+    )  # (B,) in 0 .. len(bounds)
+    rows, outputs = [], []
+    for index in range(len(length_bounds) + 1):
+        members = tf.cast(tf.where(tf.equal(group, index))[:, 0], tf.int32)
+        ids = tf.gather(token_ids, members).to_tensor(default_value=pad_id)
+        # Skip the model entirely for an empty group (a batch of one has
+        # only one non-empty group).
+        result = tf.cond(
+            tf.size(members) > 0,
+            lambda ids=ids: fn(ids),
+            lambda: tf.zeros([0, *output_shape], tf.float32),
+        )
+        rows.append(members)
+        outputs.append(result)
+    return tf.dynamic_stitch(rows, outputs)
 
 
 # === Token tagging ===

@@ -1,12 +1,14 @@
-"""Graph-side pieces of the tagger export: units with offsets, entity spans."""
+"""Graph-side pieces of the exports: grouping by length, units with offsets, entity spans."""
 
 import random
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_encoder.data.tagging import bio_spans
-from keras_encoder.export import bio_entities, split_units
+from keras_encoder.export import bio_entities, grouped_by_length, split_units
+from keras_encoder.models import EncoderConfig, build_classifier
 
 
 def as_lists(ragged):
@@ -60,3 +62,35 @@ def test_word_entities_join_with_a_space():
     entities = bio_entities(units, tags, starts, ends, "word")
     assert entities["text"].to_list() == [[b"New York"]]
     assert entities["start"].to_list() == [[6]] and entities["end"].to_list() == [[14]]
+
+
+def row_summary(ids):
+    # Depends on every real id and on nothing under the padding.
+    ids = tf.cast(ids, tf.float32)
+    return tf.stack([tf.reduce_sum(ids, axis=1), tf.reduce_sum(tf.sign(ids), axis=1)], axis=1)
+
+
+@pytest.mark.parametrize("bounds", [(), (4,), (3, 6, 10)])
+@pytest.mark.parametrize("lengths", [[], [5], [1, 12, 3, 7, 4, 4, 11, 2, 6, 9]])
+def test_grouped_by_length_returns_rows_in_input_order(bounds, lengths):
+    rng = np.random.default_rng(len(lengths))
+    rows = [rng.integers(1, 50, size=n).tolist() for n in lengths]
+    ids = tf.ragged.constant(rows, dtype=tf.int32, ragged_rank=1) if rows else tf.RaggedTensor.from_row_lengths(
+        tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)
+    )
+    grouped = tf.function(lambda ids: grouped_by_length(row_summary, ids, bounds, output_shape=(2,)))(ids)
+    expected = [[sum(row), len(row)] for row in rows]
+    np.testing.assert_array_equal(grouped.numpy().reshape(-1, 2), np.asarray(expected, "float32").reshape(-1, 2))
+
+
+def test_grouped_classifier_matches_one_padded_batch():
+    config = EncoderConfig(vocabulary_size=60, max_length=16, hidden_dim=8, num_heads=2, num_layers=1, intermediate_dim=16)
+    model = build_classifier(config, 3)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 60, size=n).tolist() for n in (2, 16, 5, 9, 3, 14)]
+    ids = tf.ragged.constant(rows, dtype=tf.int32)
+    whole = model(ids.to_tensor(), training=False)
+    grouped = grouped_by_length(
+        lambda dense: model(dense, training=False), ids, (4, 8), output_shape=(3,)
+    )
+    np.testing.assert_allclose(grouped.numpy(), whole.numpy(), atol=1e-5)

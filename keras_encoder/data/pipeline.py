@@ -57,11 +57,16 @@ def _sliced_rows(arrays, shuffle, seed):
     )
 
 
-def _batched(dataset, lengths, batch_size, bucket_boundaries):
+def _batched(dataset, lengths, batch_size, bucket_boundaries, pad_to=None):
     """Pad into batches, grouped by length; the batch count is declared.
 
     Knowing the count up front gives Keras a progress bar with an ETA and
     lets `fit` restart the dataset each epoch without `steps_per_epoch`.
+
+    `pad_to` (the sequence length): pad every batch up to the smallest
+    bucket bound (or `pad_to`) that holds it, instead of to its longest
+    sequence, so that batches come in a few fixed shapes, which is what
+    XLA compilation (`jit_compile`) needs to compile each shape once.
     """
     lengths = np.asarray(lengths)
     padded_shapes = tf.nest.map_structure(
@@ -70,19 +75,49 @@ def _batched(dataset, lengths, batch_size, bucket_boundaries):
     if not bucket_boundaries:
         batches = math.ceil(len(lengths) / batch_size)
         dataset = dataset.padded_batch(batch_size, padded_shapes=padded_shapes)
-        return dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    # Bucket i holds lengths in [boundaries[i-1], boundaries[i]).
-    buckets = np.bincount(
-        np.digitize(lengths, bucket_boundaries), minlength=len(bucket_boundaries) + 1
-    )
-    batches = int(sum(math.ceil(count / batch_size) for count in buckets))
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda ids, *rest: tf.shape(ids)[0],
-        bucket_boundaries=list(bucket_boundaries),
-        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padded_shapes=padded_shapes,
-    )
+    else:
+        # Bucket i holds lengths in [boundaries[i-1], boundaries[i]).
+        buckets = np.bincount(
+            np.digitize(lengths, bucket_boundaries), minlength=len(bucket_boundaries) + 1
+        )
+        batches = int(sum(math.ceil(count / batch_size) for count in buckets))
+        dataset = dataset.bucket_by_sequence_length(
+            element_length_func=lambda ids, *rest: tf.shape(ids)[0],
+            bucket_boundaries=list(bucket_boundaries),
+            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+            padded_shapes=padded_shapes,
+        )
+    if pad_to:
+        dataset = dataset.map(
+            _pad_to_bound(bucket_boundaries, pad_to), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def padded_length_bounds(bucket_boundaries, sequence_length):
+    """The fixed padded lengths `pad_to` gives: bucket bounds below the length, and it."""
+    return tuple(sorted({b for b in bucket_boundaries if b < sequence_length} | {sequence_length}))
+
+
+def _pad_to_bound(bucket_boundaries, sequence_length):
+    bounds = tf.constant(padded_length_bounds(bucket_boundaries, sequence_length), tf.int32)
+
+    def pad(*batch):
+        length = tf.shape(tf.nest.flatten(batch)[0])[1]
+        index = tf.minimum(
+            tf.searchsorted(bounds, length[tf.newaxis], side="left")[0], tf.size(bounds) - 1
+        )
+        extra = tf.maximum(bounds[index] - length, 0)
+
+        def pad_one(tensor):
+            if tensor.shape.rank is None or tensor.shape.rank < 2:
+                return tensor  # per-example values, such as class labels
+            paddings = [[0, 0], [0, extra]] + [[0, 0]] * (tensor.shape.rank - 2)
+            return tf.pad(tensor, paddings)
+
+        return tf.nest.map_structure(pad_one, batch if len(batch) > 1 else batch[0])
+
+    return pad
 
 
 def masked_lm_dataset(
@@ -93,6 +128,7 @@ def masked_lm_dataset(
     seed=None,
     mask_rate=0.15,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
+    pad_to=None,
 ):
     """Batches for `build_masked_lm`: `(inputs, mask_ids, mask_weights)`.
 
@@ -119,6 +155,7 @@ def masked_lm_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        pad_to,
     )
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -130,6 +167,7 @@ def classification_dataset(
     shuffle=False,
     seed=None,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
+    pad_to=None,
 ):
     """Batches of `(token_ids (B, T) int32, label (B,) int32)`.
 
@@ -142,6 +180,10 @@ def classification_dataset(
         seed: int. Shuffle seed.
         bucket_boundaries: tuple of int. Length bucket bounds; `()` pads
             every batch to its own longest sequence without grouping.
+        pad_to: int or `None`. The sequence length: pad each batch up to
+            its bucket's bound (or this length) instead of its longest
+            sequence, for a few fixed shapes under `jit_compile`. `None`
+            pads to the longest sequence of the batch.
     """
     labels = tf.constant(np.asarray(labels, dtype="int32"))
     dataset = _batched(
@@ -149,6 +191,7 @@ def classification_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        pad_to,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -274,13 +317,18 @@ def tagging_sequences(tokenizer, pieces, tag_ids):
 
 
 def tagging_dataset(
-    sequences, batch_size, shuffle=False, seed=None, bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES
+    sequences,
+    batch_size,
+    shuffle=False,
+    seed=None,
+    bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
+    pad_to=None,
 ):
     """Batches of `(token_ids (B, T), labels (B, T), weights (B, T))`.
 
     Args:
         sequences: the triple from `tagging_sequences`.
-        batch_size, shuffle, seed, bucket_boundaries: as in
+        batch_size, shuffle, seed, bucket_boundaries, pad_to: as in
             `classification_dataset`.
     """
     dataset = _batched(
@@ -288,6 +336,7 @@ def tagging_dataset(
         sequences[0].row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        pad_to,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
 

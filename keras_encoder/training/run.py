@@ -167,6 +167,7 @@ def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, ech
     validation = masked_lm_dataset(ids["validation"], tokenizer, config.batch_size, seed=config.seed)
     model.compile(
         optimizer=_optimizer(config, int(train.cardinality()), config.pretrain_epochs),
+        jit_compile=False,  # see _fit
         # Average over masked tokens only, not over the padded prediction slots.
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"
@@ -193,7 +194,15 @@ def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, ech
 def _fit(config, task, model, run_dir, tokenizer, echo):
     """Fine-tune the task model; keep the best checkpoint."""
     steps_per_epoch = int(task.datasets["train"].cardinality())
-    model.compile(optimizer=_optimizer(config, steps_per_epoch, config.epochs), **task.compile_args())
+    # No XLA: length-bucketed batches come in many shapes, each of which XLA
+    # would compile anew (Keras' "auto" turns it on wherever a GPU is seen),
+    # and on CPU even a fixed set of bucket shapes trained slower under XLA
+    # (BENCHMARKS.md).
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch, config.epochs),
+        jit_compile=False,
+        **task.compile_args(),
+    )
 
     history = _read_history(run_dir)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")

@@ -84,12 +84,17 @@ def test_long_sentences_are_cut_so_every_unit_is_labelled_once():
     assert sum(map(sum, weights)) == 23
 
 
-def test_dataset_pads_all_three_with_zeros():
+@pytest.mark.parametrize("pad_to", [None, 16])
+def test_dataset_pads_all_three_with_zeros(pad_to):
     sentences = [["好"] * n for n in (1, 5, 2, 9, 3)]
     tags = [[1] * len(s) for s in sentences]
     sequences = tagging_sequences(tokenizer(16), tokenize_units_all(tokenizer(16), sentences), ragged_tags(tags))
     total = 0.0
-    for token_ids, labels, weights in tagging_dataset(sequences, batch_size=2):
+    batches = tagging_dataset(sequences, batch_size=2, bucket_boundaries=(8,), pad_to=pad_to)
+    for token_ids, labels, weights in batches:
+        assert token_ids.shape == labels.shape == weights.shape
+        if pad_to:
+            assert token_ids.shape[1] in (8, 16)
         padding = token_ids.numpy() == 0
         assert not labels.numpy()[padding].any()
         assert not weights.numpy()[padding].any()

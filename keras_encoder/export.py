@@ -53,7 +53,7 @@ def export_classifier(model, tokenizer, label_names, path, length_bounds=SERVING
             output_shape=(len(label_names),),
             pad_id=tokenizer.pad_id,
         )  # (B, C)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        probabilities = tf.nn.softmax(logits, axis=-1)
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {
             "probabilities": probabilities,

@@ -94,3 +94,32 @@ def test_grouped_classifier_matches_one_padded_batch():
         lambda dense: model(dense, training=False), ids, (4, 8), output_shape=(3,)
     )
     np.testing.assert_allclose(grouped.numpy(), whole.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bounds", [(), (3, 6)])
+def test_fixed_shapes_pad_groups_to_bounds_and_row_sizes(bounds):
+    rng = np.random.default_rng(1)
+    lengths = [1, 12, 3, 7, 4, 4, 11, 2, 6, 9, 5]
+    rows = [rng.integers(1, 50, size=n).tolist() for n in lengths]
+    ids = tf.ragged.constant(rows, dtype=tf.int32)
+    seen = []
+
+    def recording(dense):
+        seen.append(tuple(dense.shape))
+        return row_summary(dense)
+
+    # Eagerly, so that `recording` sees the concrete shapes.
+    grouped = grouped_by_length(
+        recording, ids, bounds, output_shape=(2,), max_length=12, row_sizes=(1, 2, 4)
+    )
+    expected = [[sum(row), len(row)] for row in rows]
+    np.testing.assert_array_equal(grouped.numpy(), np.asarray(expected, "float32"))
+    # Rows padded to 1, 2, 4 or a multiple of 4; lengths to a bound or 12.
+    allowed_lengths = {*bounds, 12}
+    assert seen and all(length in allowed_lengths for _, length in seen)
+    assert all(count in (1, 2, 4) or count % 4 == 0 for count, _ in seen)
+    if bounds:
+        # 4 rows of at most 3 ids, 4 of 4 to 6, 3 of 7 to 12 (padded to 4).
+        assert sorted(seen) == [(4, 3), (4, 6), (4, 12)]
+    else:
+        assert seen == [(12, 12)]

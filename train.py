@@ -47,6 +47,8 @@ HELP = {
     "pooling": "sentence vector: [CLS] position or mean of tokens",
     "norm_first": "pre-norm blocks instead of post-norm",
     "embedding_norm": "LayerNorm on the embeddings, as in BERT",
+    "bigram_buckets": "size of the hashed token-pair embedding table added to "
+    "every token's vector (0: none; -1: 32768 for classification, 0 for tagging)",
     "activation": "feed-forward activation",
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "epochs": "most epochs to train (early stopping may end sooner)",

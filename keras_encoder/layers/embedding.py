@@ -4,6 +4,7 @@ Shape legend: B batch, T tokens, D hidden.
 """
 
 import keras
+from keras import ops
 
 from keras_encoder.layers.layer_utils import check_choice, check_positive_int
 from keras_encoder.layers.position import (
@@ -22,6 +23,15 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     sinusoidal encoding, a learned position embedding, or nothing (for
     models whose attention uses rotary embeddings).
 
+    With `bigram_buckets > 0`, every position also gets the embeddings of
+    the two id pairs it belongs to, `(previous, current)` and `(current,
+    next)`, hashed into a `(bigram_buckets, hidden_dim)` table: the
+    character-bigram features that n-gram models of Chinese text rely on,
+    given to the encoder directly. A sequence's first position has no
+    previous pair; the last pairs with padding. The pairs are computed from
+    the ids alone, so they need nothing from the tokenizer and do not depend
+    on how much padding follows a sequence.
+
     Masking: with `mask_zero=True` (the default) id 0 is padding and the
     layer produces the Keras implicit mask `(B, T)`, `True` for real tokens,
     which every layer of this package honours downstream.
@@ -36,6 +46,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         mask_zero: bool. Whether id 0 is padding. Defaults to `True`.
         embeddings_initializer: string or initializer. Token table
             initializer. Defaults to `"uniform"`.
+        bigram_buckets: int. Size of the hashed bigram table; 0 (the
+            default) adds no bigram embeddings.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -56,18 +68,25 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         position="sinusoidal",
         mask_zero=True,
         embeddings_initializer="uniform",
+        bigram_buckets=0,
         **kwargs,
     ):
         check_positive_int("vocabulary_size", vocabulary_size)
         check_positive_int("sequence_length", sequence_length)
         check_positive_int("hidden_dim", hidden_dim)
         check_choice("position", position, POSITION_KINDS)
+        if isinstance(bigram_buckets, bool) or not isinstance(bigram_buckets, int) or bigram_buckets < 0:
+            raise ValueError(
+                "`bigram_buckets` must be a non-negative integer. "
+                f"Received: bigram_buckets={bigram_buckets!r}"
+            )
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.sequence_length = sequence_length
         self.hidden_dim = hidden_dim
         self.position = position
         self.mask_zero = mask_zero
+        self.bigram_buckets = bigram_buckets
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer
         )
@@ -89,18 +108,43 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             )
         else:
             self.position_embedding = None
+        self.bigram_embedding = (
+            keras.layers.Embedding(
+                bigram_buckets,
+                hidden_dim,
+                embeddings_initializer=self.embeddings_initializer,
+                dtype=self.dtype_policy,
+                name="bigram_embedding",
+            )
+            if bigram_buckets
+            else None
+        )
         self.supports_masking = True
 
     def build(self, input_shape):
         self.token_embedding.build(input_shape)
         if self.position_embedding is not None:
             self.position_embedding.build(tuple(input_shape) + (self.hidden_dim,))
+        if self.bigram_embedding is not None:
+            self.bigram_embedding.build(input_shape)
 
     def call(self, inputs):
         embedded = self.token_embedding(inputs)  # (B, T, D)
         if self.position_embedding is not None:
             embedded = embedded + self.position_embedding(embedded)
+        if self.bigram_embedding is not None:
+            embedded = embedded + self._bigram_vectors(inputs)
         return embedded
+
+    def _bigram_vectors(self, inputs):
+        ids = ops.cast(inputs, "int64")  # (B, T)
+        following = ops.pad(ids[:, 1:], [[0, 0], [0, 1]])  # 0 after the last
+        # A multiplier above any vocabulary size keeps pairs apart before
+        # the modulo.
+        buckets = ops.mod(ids * 1_000_003 + following, self.bigram_buckets)
+        right = self.bigram_embedding(buckets)  # (B, T, D): (current, next)
+        left = ops.pad(right[:, :-1], [[0, 0], [1, 0], [0, 0]])  # (previous, current)
+        return right + left
 
     def compute_mask(self, inputs, mask=None):
         return self.token_embedding.compute_mask(inputs, mask)
@@ -117,6 +161,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "position": self.position,
                 "mask_zero": self.mask_zero,
+                "bigram_buckets": self.bigram_buckets,
                 "embeddings_initializer": keras.initializers.serialize(
                     self.embeddings_initializer
                 ),

@@ -38,6 +38,7 @@ def build_encoder(config: EncoderConfig, name="encoder"):
         hidden_dim=config.hidden_dim,
         position="none" if rotary else config.position,
         mask_zero=True,
+        bigram_buckets=config.bigram_buckets,
         name="embedding",
     )
     embedding_norm = (

@@ -39,6 +39,9 @@ class EncoderConfig:
     # LayerNorm on token + position embeddings (as in BERT), so neither the
     # fixed-size sinusoids nor the small initial token vectors dominate.
     embedding_norm: bool = False
+    # Hashed (previous, current) and (current, next) id-pair embeddings added
+    # to every token; 0 turns them off.
+    bigram_buckets: int = 0
     # Feed-forward activation.
     activation: str = "gelu"
     # Sentence vector: the [CLS] position or the mean of real tokens.
@@ -69,6 +72,11 @@ class EncoderConfig:
             raise ConfigError(
                 "EncoderConfig.vocabulary_size must be at least 2 (id 0 is "
                 f"padding). Received: vocabulary_size={self.vocabulary_size}"
+            )
+        if isinstance(self.bigram_buckets, bool) or not isinstance(self.bigram_buckets, int) or self.bigram_buckets < 0:
+            raise ConfigError(
+                "EncoderConfig.bigram_buckets must be a non-negative integer (0: none). "
+                f"Received: bigram_buckets={self.bigram_buckets!r}"
             )
         if self.hidden_dim % self.num_heads:
             raise ConfigError(

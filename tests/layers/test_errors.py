@@ -24,6 +24,7 @@ from keras_encoder.layers import (
         (lambda: TransformerEncoderBlock(2, 8, layer_norm_epsilon=0), "layer_norm_epsilon=0"),
         (lambda: TokenAndPositionEmbedding(0, 8, 8), "vocabulary_size=0"),
         (lambda: TokenAndPositionEmbedding(10, 8, 8, position="absolute"), "position='absolute'"),
+        (lambda: TokenAndPositionEmbedding(10, 8, 8, bigram_buckets=-1), "bigram_buckets=-1"),
         (lambda: LearnedPositionEmbedding(sequence_length=0), "sequence_length=0"),
         (lambda: SinusoidalPositionEncoding(max_wavelength=1), "max_wavelength=1"),
         (lambda: SequencePooling("max"), "mode='max'"),

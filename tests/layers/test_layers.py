@@ -56,6 +56,12 @@ CASES = {
         (2, 5, 8),
         2,
     ),
+    "token_and_position_bigrams": (
+        lambda: layers.TokenAndPositionEmbedding(50, 16, 8, bigram_buckets=32),
+        token_input,
+        (2, 5, 8),
+        2,  # token and bigram tables; sinusoids have no weights
+    ),
     "encoder_block": (
         lambda: layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16),
         float_input,

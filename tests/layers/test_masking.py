@@ -124,6 +124,32 @@ def test_embedding_produces_keras_mask():
     assert TokenAndPositionEmbedding(20, 8, 4, mask_zero=False).compute_mask(ids) is None
 
 
+def test_bigram_embeddings_add_both_pairs_of_each_position():
+    layer = TokenAndPositionEmbedding(20, 8, 4, position="none", bigram_buckets=7)
+    ids = np.array([[2, 5, 3, 0]])
+    out = numpy(layer(ids))
+    tokens = numpy(layer.token_embedding.embeddings)
+    pairs = numpy(layer.bigram_embedding.embeddings)
+
+    def pair(a, b):
+        return pairs[(a * 1_000_003 + b) % 7]
+
+    np.testing.assert_allclose(out[0, 0], tokens[2] + pair(2, 5), atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], tokens[5] + pair(2, 5) + pair(5, 3), atol=1e-6)
+    np.testing.assert_allclose(out[0, 2], tokens[3] + pair(5, 3) + pair(3, 0), atol=1e-6)
+
+
+def test_bigram_embeddings_unchanged_when_padding_is_appended():
+    layer = TokenAndPositionEmbedding(20, 8, 4, bigram_buckets=11)
+    short = numpy(layer(np.array([[2, 5, 3], [2, 4, 0]])))
+    long = numpy(layer(np.array([[2, 5, 3, 0, 0, 0], [2, 4, 0, 0, 0, 0]])))
+    np.testing.assert_allclose(long[0, :3], short[0], atol=1e-6)
+    np.testing.assert_allclose(long[1, :2], short[1, :2], atol=1e-6)
+    np.testing.assert_array_equal(
+        numpy(layer.compute_mask(np.array([[2, 4, 0, 0]]))), [[True, True, False, False]]
+    )
+
+
 @pytest.mark.parametrize("position", ["sinusoidal", "learned", "rotary"])
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -134,6 +160,7 @@ def test_encoder_outputs_unchanged_when_padding_is_appended(position, norm_first
         norm_first=norm_first, pooling=pooling,
         # Covered once per position kind combination without doubling the grid.
         embedding_norm=position == "learned",
+        bigram_buckets=64 if position == "sinusoidal" else 0,
     )
     encoder = build_encoder(config)
     short = np.array([[2, 7, 8, 9, 3], [2, 11, 3, 0, 0]], "int32")

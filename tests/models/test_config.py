@@ -20,6 +20,7 @@ def test_json_round_trip():
         ("position", "absolute"),
         ("pooling", "max"),
         ("layer_norm_epsilon", 0.0),
+        ("bigram_buckets", -1),
     ],
 )
 def test_bad_field_is_named(field, value):

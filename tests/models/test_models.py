@@ -39,9 +39,11 @@ def test_layer_names_follow_the_contract():
         assert expected in names
 
 
-@pytest.mark.parametrize("position", ["sinusoidal", "learned", "rotary", "none"])
-def test_classifier_learns_and_round_trips(position, tmp_path):
-    model = build_classifier(tiny(position=position), num_classes=3)
+@pytest.mark.parametrize("position, bigram_buckets", [
+    ("sinusoidal", 0), ("learned", 0), ("rotary", 0), ("none", 0), ("sinusoidal", 32),
+])
+def test_classifier_learns_and_round_trips(position, bigram_buckets, tmp_path):
+    model = build_classifier(tiny(position=position, bigram_buckets=bigram_buckets), num_classes=3)
     labels = np.array([0, 2])
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),

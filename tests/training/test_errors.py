@@ -36,6 +36,7 @@ CASES = {
     "undecodable bytes": (b"text,label\nhello,a\n\xff\xfe bad,b\n", [], "line 3"),
     "unknown position": ("text,label\na,b\n", ["--position", "absolute"], None),
     "bad epochs": ("text,label\na,b\n", ["--epochs", "-1"], "--epochs"),
+    "bad bigram buckets": ("text,label\na,b\n", ["--bigram-buckets", "-2"], "--bigram-buckets"),
     "heads do not divide hidden": ("text,label\na,b\n", ["--heads", "3"], "num_heads=3"),
 }
 

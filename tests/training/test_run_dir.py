@@ -24,6 +24,15 @@ def test_new_resume_and_finished(tmp_path):
     assert third.endswith("job-3") and not resumed
 
 
+def test_auto_settings_resolve_per_task():
+    config = TrainConfig()
+    classify, tag = config.encoder_config(100, "classify"), config.encoder_config(100, "tag")
+    assert (classify.position, classify.bigram_buckets) == ("sinusoidal", 32768)
+    assert (tag.position, tag.bigram_buckets) == ("rotary", 0)
+    assert TrainConfig(bigram_buckets=0).encoder_config(100, "classify").bigram_buckets == 0
+    assert TrainConfig(bigram_buckets=64).encoder_config(100, "tag").bigram_buckets == 64
+
+
 def test_run_name_defaults_to_data_name():
     assert TrainConfig().resolved_run_name == "reviews"
     assert TrainConfig(data="/data/my.reviews.csv").resolved_run_name == "my.reviews"

@@ -31,6 +31,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     previous pair; the last pairs with padding. The pairs are computed from
     the ids alone, so they need nothing from the tokenizer and do not depend
     on how much padding follows a sequence.
+    Pairs are hashed in int64; on JAX that needs 64-bit mode
+    (`jax.config.update("jax_enable_x64", True)`), without which ids from
+    2,148 up hash to other buckets than on TensorFlow.
 
     Masking: with `mask_zero=True` (the default) id 0 is padding and the
     layer produces the Keras implicit mask `(B, T)`, `True` for real tokens,

@@ -63,13 +63,10 @@ def export_classifier(
     def logits_of(ids):
         return tf.cast(model(ids, training=False), tf.float32)
 
+    fixed_shapes = {}
     if jit_compile:
         logits_of = tf.function(logits_of, jit_compile=True)
-    fixed_shapes = (
-        {"max_length": tokenizer.sequence_length, "row_sizes": SERVING_ROW_SIZES}
-        if jit_compile
-        else {}
-    )
+        fixed_shapes = {"max_length": tokenizer.sequence_length, "row_sizes": SERVING_ROW_SIZES}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
@@ -123,16 +120,16 @@ def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0, max_
     """
     bounds = sorted(length_bounds)
     group_lengths = [*bounds, max_length] if max_length else [None] * (len(bounds) + 1)
+    sizes = sorted(row_sizes or ())
 
     def run(ids, length):
         dense = ids.to_tensor(default_value=pad_id, shape=None if length is None else [None, length])
-        if not row_sizes:
+        if not sizes:
             return fn(dense)
         count = tf.shape(dense)[0]
-        sizes = tf.constant(sorted(row_sizes), tf.int32)
         largest = sizes[-1]
-        index = tf.minimum(tf.searchsorted(sizes, count[tf.newaxis])[0], tf.size(sizes) - 1)
-        size = tf.where(count <= largest, sizes[index], (count + largest - 1) // largest * largest)
+        index = tf.minimum(tf.searchsorted(sizes, count[tf.newaxis])[0], len(sizes) - 1)
+        size = tf.where(count <= largest, tf.gather(sizes, index), (count + largest - 1) // largest * largest)
         dense = tf.pad(dense, [[0, size - count], [0, 0]], constant_values=pad_id)
         return fn(dense)[:count]
 

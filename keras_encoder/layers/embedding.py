@@ -31,6 +31,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     previous pair; the last pairs with padding. The pairs are computed from
     the ids alone, so they need nothing from the tokenizer and do not depend
     on how much padding follows a sequence.
+
     Pairs are hashed in int64; on JAX that needs 64-bit mode
     (`jax.config.update("jax_enable_x64", True)`), without which ids from
     2,148 up hash to other buckets than on TensorFlow.
@@ -78,11 +79,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         check_positive_int("sequence_length", sequence_length)
         check_positive_int("hidden_dim", hidden_dim)
         check_choice("position", position, POSITION_KINDS)
-        if isinstance(bigram_buckets, bool) or not isinstance(bigram_buckets, int) or bigram_buckets < 0:
-            raise ValueError(
-                "`bigram_buckets` must be a non-negative integer. "
-                f"Received: bigram_buckets={bigram_buckets!r}"
-            )
+        check_positive_int("bigram_buckets", bigram_buckets, allow_zero=True)
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.sequence_length = sequence_length

@@ -1,12 +1,13 @@
 """Argument checks shared by the layers; each message names the argument."""
 
 
-def check_positive_int(name, value, allow_none=False):
+def check_positive_int(name, value, allow_none=False, allow_zero=False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        kind = "non-negative" if allow_zero else "positive"
         raise ValueError(
-            f"`{name}` must be a positive integer{' or None' if allow_none else ''}. "
+            f"`{name}` must be a {kind} integer{' or None' if allow_none else ''}. "
             f"Received: {name}={value!r}"
         )
 

@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_encoder.errors import KerasEncoderError  # noqa: E402
-from keras_encoder.training.config import TAG_SCHEMES, TASKS, TrainConfig  # noqa: E402
+from keras_encoder.training.config import MONITORS, TAG_SCHEMES, TASKS, TrainConfig  # noqa: E402
 from keras_encoder.models.config import POOLING_MODES, POSITION_KINDS  # noqa: E402
 
 HELP = {
@@ -48,7 +48,7 @@ HELP = {
     "norm_first": "pre-norm blocks instead of post-norm",
     "embedding_norm": "LayerNorm on the embeddings, as in BERT",
     "bigram_buckets": "size of the hashed token-pair embedding table added to "
-    "every token's vector (0: none; -1: 32768 for classification, 0 for tagging)",
+    "every token's vector (0: none; -1: 32768)",
     "activation": "feed-forward activation",
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "epochs": "most epochs to train (early stopping may end sooner)",
@@ -56,13 +56,15 @@ HELP = {
     "learning_rate": "peak learning rate after warm-up",
     "warmup_fraction": "fraction of steps spent warming up",
     "weight_decay": "AdamW weight decay",
-    "patience": "epochs without validation-loss improvement before stopping (0: never)",
+    "patience": "epochs without improvement of --monitor before stopping (0: never)",
+    "monitor": "validation score that picks the best checkpoint and stops training "
+    "(auto: val_loss for classification, val_entity_f1 or val_token_accuracy for tagging)",
     "logdir": "directory that holds run directories",
     "run_name": "run directory name (default: the data name)",
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
 }
 CHOICES = {
-    "task": TASKS, "tag_scheme": TAG_SCHEMES, "position": ("auto", *POSITION_KINDS), "pooling": POOLING_MODES,
+    "task": TASKS, "tag_scheme": TAG_SCHEMES, "monitor": MONITORS, "position": ("auto", *POSITION_KINDS), "pooling": POOLING_MODES,
 }
 
 

@@ -46,6 +46,7 @@ def run(config: TrainConfig, echo=print):
 
     # === Data (errors surface before anything is written) ===
     task = make_task(config, echo)
+    monitor = task.monitor(config.monitor)  # (name, "min" or "max")
     sizes = task.sizes()
     echo(
         f"Split (seed {config.seed}): {sizes['train']} train, "
@@ -80,7 +81,7 @@ def run(config: TrainConfig, echo=print):
         encoder = build_encoder(encoder_config)
         if config.pretrain_epochs:
             encoder.load_weights(pretrained_path)
-        _fit(config, task, task.build_model(encoder_config, encoder), run_dir, tokenizer, echo)
+        _fit(config, task, task.build_model(encoder_config, encoder), run_dir, tokenizer, monitor, echo)
         state["trained"] = True
         _write_json(state_path, state)
     history = _read_history(run_dir)
@@ -96,7 +97,7 @@ def run(config: TrainConfig, echo=print):
     shutil.rmtree(export_dir, ignore_errors=True)
     task.export(model, export_dir)
 
-    best = min(history, key=lambda row: row["val_loss"]) if history else {}
+    best = _best_epoch(history, monitor)
     metrics = {
         "task": task.name,
         **task_metrics,
@@ -106,6 +107,8 @@ def run(config: TrainConfig, echo=print):
         "epochs_run": len(history),
         "best_epoch": int(best.get("epoch", -1)) + 1,
         "best_val_loss": best.get("val_loss"),
+        "monitor": monitor[0],
+        f"best_{monitor[0]}": best.get(monitor[0]),
         "pretrain_epochs_run": len(pretrain_history),
         "train_seconds": round(
             sum(row.get("seconds", 0.0) for row in history + pretrain_history), 1
@@ -191,8 +194,8 @@ def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, ech
     encoder.save_weights(weights_path)
 
 
-def _fit(config, task, model, run_dir, tokenizer, echo):
-    """Fine-tune the task model; keep the best checkpoint."""
+def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
+    """Fine-tune the task model; keep the checkpoint best by `monitor`."""
     steps_per_epoch = int(task.datasets["train"].cardinality())
     # No XLA: length-bucketed batches come in many shapes, each of which XLA
     # would compile anew (Keras' "auto" turns it on wherever a GPU is seen),
@@ -207,7 +210,8 @@ def _fit(config, task, model, run_dir, tokenizer, echo):
     history = _read_history(run_dir)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     best_path = os.path.join(checkpoint_dir, "best.keras")
-    best_so_far = min((row["val_loss"] for row in history), default=None)
+    monitor_name, mode = monitor
+    best_so_far = _best_epoch(history, monitor).get(monitor_name)
     if os.path.exists(best_path) and not _is_complete_zip(best_path):
         # Killed while the checkpoint was being written: start the best anew.
         os.remove(best_path)
@@ -223,7 +227,8 @@ def _fit(config, task, model, run_dir, tokenizer, echo):
         AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
         keras.callbacks.ModelCheckpoint(
             best_path,
-            monitor="val_loss",
+            monitor=monitor_name,
+            mode=mode,
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
@@ -231,11 +236,11 @@ def _fit(config, task, model, run_dir, tokenizer, echo):
     ]
     if config.patience:
         callbacks.append(
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+            keras.callbacks.EarlyStopping(monitor=monitor_name, mode=mode, patience=config.patience)
         )
     echo(
         f"Training {model.count_params():,} parameters for up to {config.epochs} epochs "
-        f"of {steps_per_epoch} batches"
+        f"of {steps_per_epoch} batches, keeping the best by {monitor_name}"
         + (f", resuming after epoch {len(history)}" if history else "")
     )
     model.fit(
@@ -248,7 +253,7 @@ def _fit(config, task, model, run_dir, tokenizer, echo):
     )
     if not os.path.exists(best_path):
         raise KerasEncoderError(
-            "Training produced no checkpoint: validation loss was never finite. "
+            f"Training produced no checkpoint: {monitor_name} was never finite. "
             "Try a lower --learning-rate."
         )
 
@@ -317,6 +322,16 @@ def _read_history(run_dir):
         except (KeyError, TypeError, ValueError):
             continue  # a row cut short by a kill
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _best_epoch(history, monitor):
+    """The history row best by `monitor` (`(name, mode)`), or `{}`."""
+    name, mode = monitor
+    rows = [row for row in history if name in row]
+    if not rows:
+        return {}
+    pick = min if mode == "min" else max
+    return pick(rows, key=lambda row: row[name])
 
 
 def _is_complete_zip(path):

@@ -55,6 +55,15 @@ def make_task(config, echo=print):
     return ClassificationTask(config, echo)
 
 
+def _monitor(wanted, default, available, kind):
+    name = default if wanted == "auto" else wanted
+    if name not in available:
+        raise ConfigError(
+            f"--monitor {name} is not computed for {kind}; choose one of {', '.join(available)}."
+        )
+    return name, "min" if name.endswith("loss") else "max"
+
+
 def _check_splits(splits, total, source):
     for name in SPLITS:
         if len(splits[name]) == 0:
@@ -106,6 +115,10 @@ class ClassificationTask:
 
     def build_model(self, encoder_config, encoder):
         return build_classifier(encoder_config, len(self.label_names), encoder=encoder)
+
+    def monitor(self, wanted):
+        """`(name, mode)` of the validation score for `--monitor wanted`."""
+        return _monitor(wanted, "val_loss", ("val_loss", "val_accuracy", "val_macro_f1"), "classification")
 
     def compile_args(self):
         return {
@@ -193,6 +206,13 @@ class TaggingTask:
 
     def build_model(self, encoder_config, encoder):
         return build_token_classifier(encoder_config, len(self.tag_names), encoder=encoder)
+
+    def monitor(self, wanted):
+        """`(name, mode)` of the validation score for `--monitor wanted`."""
+        scores = ("val_loss", "val_accuracy", "val_token_accuracy")
+        if self.bio:
+            return _monitor(wanted, "val_entity_f1", scores + ("val_entity_f1",), "BIO tagging")
+        return _monitor(wanted, "val_token_accuracy", scores, "tagging without BIO tags")
 
     def compile_args(self):
         # Batches carry per-token weights (1 at each unit's first piece, 0

@@ -37,6 +37,10 @@ CASES = {
     "unknown position": ("text,label\na,b\n", ["--position", "absolute"], None),
     "bad epochs": ("text,label\na,b\n", ["--epochs", "-1"], "--epochs"),
     "bad bigram buckets": ("text,label\na,b\n", ["--bigram-buckets", "-2"], "--bigram-buckets"),
+    "monitor the task lacks": (
+        "text,label\n" + "".join(f"t{i},{'xy'[i % 2]}\n" for i in range(40)), ["--monitor", "val_entity_f1"],
+        "--monitor val_entity_f1 is not computed for classification; choose one of val_loss",
+    ),
     "heads do not divide hidden": ("text,label\na,b\n", ["--heads", "3"], "num_heads=3"),
 }
 

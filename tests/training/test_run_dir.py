@@ -3,7 +3,7 @@
 import json
 
 from keras_encoder.training.config import TrainConfig
-from keras_encoder.training.run import _open_run_dir, _read_history
+from keras_encoder.training.run import _best_epoch, _open_run_dir, _read_history
 
 
 def test_new_resume_and_finished(tmp_path):
@@ -28,7 +28,7 @@ def test_auto_settings_resolve_per_task():
     config = TrainConfig()
     classify, tag = config.encoder_config(100, "classify"), config.encoder_config(100, "tag")
     assert (classify.position, classify.bigram_buckets) == ("sinusoidal", 32768)
-    assert (tag.position, tag.bigram_buckets) == ("rotary", 0)
+    assert (tag.position, tag.bigram_buckets) == ("rotary", 32768)
     assert TrainConfig(bigram_buckets=0).encoder_config(100, "classify").bigram_buckets == 0
     assert TrainConfig(bigram_buckets=64).encoder_config(100, "tag").bigram_buckets == 64
 
@@ -43,3 +43,15 @@ def test_history_keeps_the_last_row_of_a_redone_epoch(tmp_path):
     history = _read_history(str(tmp_path))
     assert [row["epoch"] for row in history] == [0, 1]
     assert history[1]["val_loss"] == 0.65
+
+
+def test_best_epoch_follows_the_monitor_direction():
+    history = [
+        {"epoch": 0, "val_loss": 0.5, "val_entity_f1": 0.7},
+        {"epoch": 1, "val_loss": 0.4, "val_entity_f1": 0.8},
+        {"epoch": 2, "val_loss": 0.6, "val_entity_f1": 0.9},
+    ]
+    assert _best_epoch(history, ("val_loss", "min"))["epoch"] == 1
+    assert _best_epoch(history, ("val_entity_f1", "max"))["epoch"] == 2
+    assert _best_epoch(history, ("val_macro_f1", "max")) == {}
+    assert _best_epoch([], ("val_loss", "min")) == {}

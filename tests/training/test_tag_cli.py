@@ -1,5 +1,6 @@
 """`python train.py --task tag` end to end, and its bad-input messages."""
 
+import csv
 import json
 import os
 import re
@@ -64,6 +65,19 @@ def test_tag_run_finishes_with_entity_scores(tag_run):
     assert metrics["test_token_accuracy"] > 0.9
     config = json.loads((root / "logs" / "ner" / "config.json").read_text())
     assert config["task"] == "auto"
+
+
+@pytest.mark.slow
+def test_tag_run_keeps_the_epoch_best_by_entity_f1(tag_run):
+    root, _ = tag_run
+    run_dir = root / "logs" / "ner"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["monitor"] == "val_entity_f1"
+    with open(run_dir / "history.csv", newline="") as handle:
+        scores = [float(row["val_entity_f1"]) for row in csv.DictReader(handle)]
+    assert len(scores) == metrics["epochs_run"]
+    assert metrics["best_val_entity_f1"] == pytest.approx(max(scores))
+    assert metrics["best_epoch"] == scores.index(max(scores)) + 1
 
 
 @pytest.mark.slow

@@ -90,6 +90,11 @@ def test_run_directory_contents(finished_run):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["epochs_run"] == 2
     assert metrics["train_seconds"] > 0
+    assert metrics["monitor"] == "val_loss"  # classification keeps the loss
+    with open(run_dir / "history.csv", newline="") as handle:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(handle)]
+    assert metrics["best_val_loss"] == pytest.approx(min(losses))
+    assert metrics["best_epoch"] == losses.index(min(losses)) + 1
     assert (run_dir / "vocab.txt").exists()
     assert (run_dir / "model.keras").exists()
     assert (run_dir / "checkpoints" / "best.keras").exists()

@@ -30,6 +30,7 @@ import keras
 from keras_encoder.data.pipeline import masked_lm_dataset
 from keras_encoder.errors import KerasEncoderError
 from keras_encoder.models import build_encoder, build_masked_lm
+from keras_encoder.optimizers import SparseAdamW
 from keras_encoder.text import Tokenizer
 from keras_encoder.training.callbacks import AttentionMapCallback
 from keras_encoder.training.config import TrainConfig
@@ -132,7 +133,11 @@ def run(config: TrainConfig, echo=print):
 
 
 def _optimizer(config, steps_per_epoch, epochs):
-    """AdamW with linear warm-up and cosine decay over the whole stage."""
+    """AdamW with linear warm-up and cosine decay over the whole stage.
+
+    `SparseAdamW` updates only the embedding rows each batch uses (see
+    BENCHMARKS.md for what that saves with the token-pair table).
+    """
     total_steps = steps_per_epoch * epochs
     warmup_steps = int(config.warmup_fraction * total_steps)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -141,7 +146,7 @@ def _optimizer(config, steps_per_epoch, epochs):
         warmup_target=config.learning_rate,
         warmup_steps=warmup_steps,
     )
-    optimizer = keras.optimizers.AdamW(
+    optimizer = SparseAdamW(
         learning_rate=schedule, weight_decay=config.weight_decay, clipnorm=1.0
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])

@@ -3,9 +3,9 @@
 `keras_encoder.layers` and `keras_encoder.models` use `keras.ops` only and
 run on any Keras backend; `keras_encoder.text`, `.data`, `.training` and
 `.export` use TensorFlow (tf.data, tensorflow-text, SavedModel) and are
-imported on demand. `keras_encoder.optimizers` (`SparseAdamW`, which
-`train.py` compiles its models with) is imported here on the TensorFlow
-backend, so that saved `.keras` models load after `import keras_encoder`.
+imported on demand. `keras_encoder.optimizers` (`SparseAdamW`) is imported
+here on the TensorFlow backend, so that `.keras` models compiled with it
+load after `import keras_encoder`.
 """
 
 __version__ = "0.1.0"

@@ -35,5 +35,6 @@ def test_speed_benchmark_writes_its_table(tmp_path):
         assert row["sequences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"]
         assert row["first_pass_s"] > 0
     assert "| XLA on fixed group shapes (serve) |" in report
+    assert "| row-wise embedding updates, SparseAdamW (train) |" in report
     assert "| keras-hub, padded to 128 (anchor) |" in report and "1.00x" in report
     assert "--steps 2" in report  # the command that made it

@@ -26,8 +26,9 @@ class SparseAdamW(keras.optimizers.AdamW):
     in its norm clip and its second moment, so it does not.)
 
     Arguments are those of `keras.optimizers.AdamW`. Under XLA
-    (`jit_compile=True`), with `amsgrad=True` or with gradient accumulation
-    it makes the gradients dense and is AdamW: the row-wise path needs
+    (`jit_compile=True`), with `amsgrad=True`, `global_clipnorm`,
+    `clipvalue` or gradient accumulation it makes the gradients dense and is
+    AdamW (`clipnorm` stays row-wise): the row-wise path needs
     `tf.unique`, whose data-dependent shape XLA compiles poorly (training
     ran 10x slower when we tried). TensorFlow backend only (other backends
     never produce `tf.IndexedSlices`, so it behaves as AdamW there).
@@ -39,7 +40,11 @@ class SparseAdamW(keras.optimizers.AdamW):
         # accumulation adds sparse gradients into dense accumulators.
         self._sparse_keys = (
             set()
-            if self.gradient_accumulation_steps or self.amsgrad or _in_xla()
+            if self.gradient_accumulation_steps
+            or self.amsgrad
+            or self.global_clipnorm
+            or self.clipvalue
+            or _in_xla()
             else {
                 self._var_key(variable)
                 for gradient, variable in zip(grads, trainable_variables)
@@ -53,11 +58,17 @@ class SparseAdamW(keras.optimizers.AdamW):
             return False
         return super()._use_weight_decay(variable)
 
+    def _clip_gradients(self, grads):
+        if not getattr(self, "_sparse_keys", None):  # the dense path
+            grads = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g in grads
+            ]
+        return super()._clip_gradients(grads)
+
     def _clip_by_norm(self, values, axes=None):
         if not isinstance(values, tf.IndexedSlices):
             return super()._clip_by_norm(values, axes)
-        if not getattr(self, "_sparse_keys", None):  # the dense path
-            return super()._clip_by_norm(tf.convert_to_tensor(values), axes)
         # With duplicates summed, the slices' norm is the dense gradient's.
         values = _sum_duplicates(values)
         clipped = super()._clip_by_norm(values.values, axes)

@@ -149,3 +149,12 @@ def test_under_xla_it_is_adamw_on_the_dense_gradient():
     dense, _ = one_step("dense")
     assert optimizer._sparse_keys == set()  # the row-wise path was not taken
     np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_global_clipnorm_takes_the_dense_path_with_decay():
+    batches = [batch([0, 1, 1, 2], 0), batch([2, 0], 1)]
+    options = dict(clipnorm=None, global_clipnorm=1.0, weight_decay=0.1)
+    sparse, optimizer, _ = run_steps("sparse", batches, **options)
+    dense, _, _ = run_steps("dense", batches, **options)
+    assert optimizer._sparse_keys == set()
+    np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ Every run owns one directory, `<logdir>/<run-name>/`:
     train/ validation/ TensorBoard event files: curves, attention maps,
                        confusion matrices
     history.csv        one row per finished epoch
-    checkpoints/       best.keras (lowest validation loss)
+    checkpoints/       best.keras (best by --monitor)
     backup/            resume state while training is unfinished
     model.keras        the best model, after training
     export/            SavedModel taking raw strings
@@ -106,7 +106,7 @@ def run(config: TrainConfig, echo=print):
         "num_test": sizes["test"],
         "epochs_run": len(history),
         "best_epoch": int(best.get("epoch", -1)) + 1,
-        "best_val_loss": best.get("val_loss"),
+        "best_val_loss": min((row["val_loss"] for row in history), default=None),
         "monitor": monitor[0],
         f"best_{monitor[0]}": best.get(monitor[0]),
         "pretrain_epochs_run": len(pretrain_history),
@@ -322,7 +322,7 @@ def _read_history(run_dir):
     by_epoch = {}
     for row in rows:
         try:
-            values = {key: float(value) for key, value in row.items() if value not in ("", None)}
+            values = {key: float(value) for key, value in row.items() if value not in ("", "NA", None)}
             if "val_loss" in values:
                 by_epoch[int(values["epoch"])] = values
         except (KeyError, TypeError, ValueError):

@@ -59,27 +59,27 @@ class SparseAdamW(keras.optimizers.AdamW):
         return super()._use_weight_decay(variable)
 
     def _clip_gradients(self, grads):
-        if not getattr(self, "_sparse_keys", None):  # the dense path
-            grads = [
-                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                for g in grads
-            ]
+        # Every gradient passes here before update_step: sum duplicate rows
+        # once for the row-wise path, or make the gradient dense for AdamW's.
+        row_wise = bool(getattr(self, "_sparse_keys", None))
+        grads = [
+            (_sum_duplicates(g) if row_wise else tf.convert_to_tensor(g))
+            if isinstance(g, tf.IndexedSlices)
+            else g
+            for g in grads
+        ]
         return super()._clip_gradients(grads)
 
     def _clip_by_norm(self, values, axes=None):
         if not isinstance(values, tf.IndexedSlices):
             return super()._clip_by_norm(values, axes)
-        # With duplicates summed, the slices' norm is the dense gradient's.
-        values = _sum_duplicates(values)
+        # Duplicates are summed: the slices' norm is the dense gradient's.
         clipped = super()._clip_by_norm(values.values, axes)
         return tf.IndexedSlices(clipped, values.indices, values.dense_shape)
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
-        if self._var_key(variable) not in getattr(self, "_sparse_keys", ()):
-            return super().update_step(tf.convert_to_tensor(gradient), variable, learning_rate)
-        gradient = _sum_duplicates(gradient)
         rows = gradient.indices  # (R,) distinct row ids
         dtype = variable.dtype
         g = tf.cast(gradient.values, dtype)  # (R, D)

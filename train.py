@@ -51,8 +51,14 @@ HELP = {
     "every token's vector (0: none; -1: 32768)",
     "activation": "feed-forward activation",
     "token_dropout": "probability of replacing each training token by [UNK], anew each epoch",
+    "crf": "tagging: a linear-chain CRF on the tag logits (learned transitions, Viterbi "
+    "decoding); --no-crf scores each token on its own",
+    "window_features": "tagging: rows of a hashed table of linear tag scores for "
+    "character-window features, added to the encoder's (0: none)",
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "optimizer": "adamw, or sparse_adamw to update only the embedding rows each batch uses",
+    "ema": "momentum of an exponential moving average of the weights used for "
+    "validation, checkpoints and export (0: off; e.g. 0.99)",
     "epochs": "most epochs to train (early stopping may end sooner)",
     "batch_size": "examples per batch",
     "learning_rate": "peak learning rate after warm-up",

@@ -260,8 +260,9 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
     cut into units as in training (`split_units`: characters or
     whitespace-separated words); a sentence of any length is tagged whole
     (long ones in several windows). BIO tags are decoded as the most
-    probable valid BIO sequence (`constrained_decode`), as in evaluation;
-    `tag_probability` is the model's probability of each chosen tag. Outputs, padded per batch (strings with
+    probable valid BIO sequence (`constrained_decode`), as in evaluation, and
+    a model with a `ChainCRF` layer with its learned transitions (Viterbi);
+    `tag_probability` is the softmax of the logits at each chosen tag. Outputs, padded per batch (strings with
     `""`, offsets with `-1`):
 
     - `tokens` `(B, U)` string, `tags` `(B, U)` string, `tag_probability`
@@ -279,19 +280,18 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
         scheme: `"bio"` or `"plain"`.
         unit: `"char"` or `"word"`.
     """
-    from keras_encoder.data.pipeline import constrained_decode, tag_logits
+    from keras_encoder.data.pipeline import decode_tags, tag_logits
+    from keras_encoder.models import find_crf
 
     names = tf.constant(list(tag_names), dtype=tf.string)
+    crf = find_crf(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         units, starts, ends = split_units(text, unit)
         logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))  # (B, U, K)
         probabilities = tf.nn.softmax(logits.values, axis=-1)  # (units, K)
-        if scheme == "bio":
-            tag_ids = constrained_decode(logits, tag_names).values
-        else:
-            tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        tag_ids = decode_tags(logits, tag_names, bio=scheme == "bio", crf=crf).values
         tags = units.with_values(tf.gather(names, tag_ids))
         confidence = units.with_values(tf.gather(probabilities, tag_ids, batch_dims=1))
         outputs = {

@@ -402,7 +402,7 @@ def bio_transitions(tag_names):
     return allowed, start
 
 
-def constrained_decode(logits, tag_names):
+def constrained_decode(logits, tag_names, crf=None):
     """Most probable tag sequence that is valid BIO (Viterbi), per sentence.
 
     Per-unit argmax can produce sequences such as `B-LOC I-PER I-LOC`,
@@ -413,6 +413,9 @@ def constrained_decode(logits, tag_names):
     Args:
         logits: float `tf.RaggedTensor` `(B, U, K)` from `tag_logits`.
         tag_names: list of K BIO tags, in tag-id order.
+        crf: optional `keras_encoder.layers.ChainCRF` the model was trained
+            with: its learned transition, start and end scores are added to
+            the raw logits (and BIO still forbids what it forbids).
 
     Returns:
         int32 `tf.RaggedTensor` `(B, U)` of tag ids.
@@ -420,9 +423,46 @@ def constrained_decode(logits, tag_names):
     allowed, start = bio_transitions(tag_names)
     transitions = tf.constant(np.where(allowed, 0.0, -1e9), tf.float32)  # (K, K)
     start_scores = tf.constant(np.where(start, 0.0, -1e9), tf.float32)  # (K,)
-    num_tags = len(tag_names)
+    if crf is None:
+        return viterbi_decode(logits, transitions, start_scores, normalize=True)
+    learned, learned_start, learned_end = crf.decode_scores()
+    return viterbi_decode(logits, transitions + learned, start_scores + learned_start, learned_end)
+
+
+def decode_tags(logits, tag_names, bio=False, crf=None):
+    """Tag ids `(B, U)` from `tag_logits`: per-unit argmax, BIO-constrained
+    Viterbi (`bio`), and/or the model's `ChainCRF` scores (`crf`)."""
+    if bio:
+        return constrained_decode(logits, tag_names, crf)
+    if crf is not None:
+        return viterbi_decode(logits, *crf.decode_scores())
+    return logits.with_values(tf.argmax(logits.values, axis=-1, output_type=tf.int32))
+
+
+def viterbi_decode(logits, transitions, start_scores=None, end_scores=None, normalize=False):
+    """Highest-scoring tag sequence per sentence under transition scores.
+
+    A sequence's score is the sum of its per-unit scores (the logits, or
+    their log-softmax with `normalize`), of `transitions[previous, next]`
+    for each consecutive pair, `start_scores[first]` and `end_scores[last]`.
+
+    Args:
+        logits: float `tf.RaggedTensor` `(B, U, K)`.
+        transitions: float `(K, K)`.
+        start_scores, end_scores: float `(K,)`, or None for zeros.
+        normalize: bool. Score units by log-softmax of the logits.
+
+    Returns:
+        int32 `tf.RaggedTensor` `(B, U)` of tag ids.
+    """
+    transitions = tf.cast(transitions, tf.float32)
+    num_tags = int(transitions.shape[-1])
+    start_scores = tf.zeros([num_tags]) if start_scores is None else tf.cast(start_scores, tf.float32)
+    end_scores = tf.zeros([num_tags]) if end_scores is None else tf.cast(end_scores, tf.float32)
     lengths = logits.row_lengths()
-    emissions = tf.nn.log_softmax(logits.to_tensor(), axis=-1)  # (B, T, K)
+    emissions = tf.cast(logits.to_tensor(), tf.float32)  # (B, T, K)
+    if normalize:
+        emissions = tf.nn.log_softmax(emissions, axis=-1)
     # At least one step, so empty batches and sentences need no special case.
     emissions = tf.pad(emissions, [[0, 0], [0, tf.maximum(1 - tf.shape(emissions)[1], 0)], [0, 0]])
     steps = tf.shape(emissions)[1]
@@ -445,7 +485,7 @@ def constrained_decode(logits, tag_names):
     step_scores, backpointers = tf.scan(
         lambda carry, inputs: forward(carry[0], inputs), time_major, initializer=(first, identity)
     )  # (T-1, B, K) each
-    scores = tf.concat([first[None], step_scores], axis=0)[-1]
+    scores = tf.concat([first[None], step_scores], axis=0)[-1] + end_scores
     last = tf.argmax(scores, axis=-1, output_type=tf.int32)  # (B,)
 
     def backward(tag, pointers):

@@ -7,6 +7,7 @@ from keras_encoder.models.tasks import (
     build_classifier,
     build_masked_lm,
     build_token_classifier,
+    find_crf,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "build_encoder",
     "build_masked_lm",
     "build_token_classifier",
+    "find_crf",
 ]

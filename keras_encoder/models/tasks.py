@@ -10,7 +10,9 @@ import warnings
 import keras
 import keras_hub
 
+from keras_encoder.layers.crf import ChainCRF
 from keras_encoder.layers.layer_utils import check_positive_int
+from keras_encoder.layers.window import WindowFeatureScores
 from keras_encoder.models.backbone import build_encoder
 from keras_encoder.models.config import EncoderConfig
 
@@ -45,21 +47,56 @@ def build_classifier(config: EncoderConfig, num_classes, encoder=None, name="cla
     return keras.Model(encoder.input, logits, name=name)
 
 
-def build_token_classifier(config: EncoderConfig, num_tags, encoder=None, name="token_classifier"):
+def build_token_classifier(
+    config: EncoderConfig,
+    num_tags,
+    encoder=None,
+    crf=False,
+    allowed=None,
+    window_buckets=0,
+    name="token_classifier",
+):
     """Token tagger: per-token logits `(B, T, num_tags)` on the sequence output.
 
     The logits carry the padding mask as their Keras mask, so Keras losses
     and metrics count real tokens only. `encoder` as in `build_classifier`.
+
+    With `crf=True` the logits go through a `ChainCRF` layer named `crf`
+    (learned tag-transition scores; `allowed` as in `ChainCRF`): the output
+    is unchanged, train with `ChainCRFLoss(model.get_layer("crf"))` and
+    decode with Viterbi (`keras_encoder.data.pipeline.decode_tags`).
+
+    With `window_buckets > 0`, a `WindowFeatureScores` layer named
+    `window_scores` adds linear tag scores of hashed token-window features
+    (a table of that many rows) to the encoder's logits.
     """
     check_positive_int("num_tags", num_tags)
     encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")
     head = keras.layers.Dense(num_tags, name="logits")
+    chain = ChainCRF(num_tags, allowed=allowed, name="crf") if crf else None
+    window = (
+        WindowFeatureScores(num_tags, window_buckets, name="window_scores")
+        if window_buckets
+        else None
+    )
     # === Functional Model ===
     sequence = encoder.output["sequence_output"]
     logits = head(dropout(sequence))
+    if window is not None:
+        logits = keras.layers.Add(name="tag_scores")([logits, window(encoder.input)])
+    if chain is not None:
+        logits = chain(logits)
     return keras.Model(encoder.input, logits, name=name)
+
+
+def find_crf(model):
+    """The model's `ChainCRF` layer, or None."""
+    for layer in model.layers:
+        if isinstance(layer, ChainCRF):
+            return layer
+    return None
 
 
 def build_masked_lm(config: EncoderConfig, encoder=None, name="masked_lm"):

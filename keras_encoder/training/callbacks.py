@@ -135,6 +135,8 @@ class TagPredictor:
         tag_names: list of tag strings, in tag-id order.
         bio: bool. Decode the most probable valid BIO sequence
             (`constrained_decode`) instead of each unit's most probable tag.
+            A model with a `ChainCRF` layer is decoded with its learned
+            transitions (Viterbi) either way.
         batch_size: int. Sentences per call.
     """
 
@@ -148,9 +150,11 @@ class TagPredictor:
 
     def _compiled(self, model):
         if model is not self._model:
-            from keras_encoder.data.pipeline import constrained_decode, tag_logits
+            from keras_encoder.data.pipeline import decode_tags, tag_logits
+            from keras_encoder.models import find_crf
 
             tokenizer, tag_names, bio = self.tokenizer, self.tag_names, self.bio
+            crf = find_crf(model)
 
             @tf.function(
                 input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)],
@@ -158,9 +162,7 @@ class TagPredictor:
             )
             def predict(units):
                 logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))
-                if bio:
-                    return constrained_decode(logits, tag_names)
-                return logits.with_values(tf.argmax(logits.values, axis=-1, output_type=tf.int32))
+                return decode_tags(logits, tag_names, bio=bio, crf=crf)
 
             self._model, self._function = model, predict
         return self._function

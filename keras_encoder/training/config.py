@@ -74,6 +74,17 @@ class TrainConfig:
     # against 0.9110 (single runs, within run-to-run noise, but ahead in all).
     token_dropout: float = 0.1
 
+    # Tagging: a linear-chain CRF on the tag logits (learned transition
+    # scores, trained on whole tag sequences, Viterbi decoding);
+    # classification has no tag sequence and ignores it. peoples-daily-ner
+    # entity F1 0.9304 against 0.9134 without (validation ahead from the
+    # first epoch on), for about 1.3x the training time.
+    crf: bool = True
+    # Tagging: linear tag scores of hashed character-window features (each
+    # token at offsets -2..2, the pairs around it), added to the encoder's
+    # logits from a table of this many rows (0: none).
+    window_features: int = 0
+
     # Masked-LM pretraining epochs on the training texts before fine-tuning
     # (0: train the classifier from scratch).
     pretrain_epochs: int = 0
@@ -85,6 +96,11 @@ class TrainConfig:
     # stays the default: at 32,768 buckets sparse_adamw was no faster
     # (0.96x to 1.08x) and scored 0.8278 against 0.8376 on reviews.
     optimizer: str = "adamw"
+    # Exponential moving average of the weights (Polyak averaging): with a
+    # momentum in (0, 1), validation, the best checkpoint, the test scores
+    # and the export use the average; training steps still move the raw
+    # weights. 0: off.
+    ema: float = 0.0
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -145,7 +161,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"--{_flag(name)} must be positive. Received: {value!r}")
-        for name in ("warmup_fraction", "weight_decay", "validation_fraction", "test_fraction", "token_dropout"):
+        for name in ("warmup_fraction", "weight_decay", "validation_fraction", "test_fraction", "token_dropout", "ema"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ConfigError(f"--{_flag(name)} must be in [0, 1). Received: {value!r}")
@@ -154,6 +170,12 @@ class TrainConfig:
                 "--validation-fraction must be positive: early stopping and the "
                 f"checkpoint need a validation split. Received: {self.validation_fraction!r}"
             )
+        if isinstance(self.window_features, bool) or not isinstance(self.window_features, int) or self.window_features < 0:
+            raise ConfigError(
+                f"--window-features must be a non-negative integer. Received: {self.window_features!r}"
+            )
+        if self.window_features and self.resolved_task != "tag":
+            raise ConfigError("--window-features applies to tagging (--task tag) only.")
         if self.run_name and (os.sep in self.run_name or self.run_name in (".", "..")):
             raise ConfigError(f"--run-name must be a plain directory name. Received: {self.run_name!r}")
         try:

@@ -132,8 +132,12 @@ def run(config: TrainConfig, echo=print):
     return metrics
 
 
-def _optimizer(config, steps_per_epoch, epochs):
-    """AdamW (or `SparseAdamW`) with linear warm-up and cosine decay over the stage."""
+def _optimizer(config, steps_per_epoch, epochs, ema=False):
+    """AdamW (or `SparseAdamW`) with linear warm-up and cosine decay over the stage.
+
+    With `ema` (and `config.ema > 0`) the optimizer also keeps an
+    exponential moving average of the weights (`use_ema`).
+    """
     total_steps = steps_per_epoch * epochs
     warmup_steps = int(config.warmup_fraction * total_steps)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -143,19 +147,32 @@ def _optimizer(config, steps_per_epoch, epochs):
         warmup_steps=warmup_steps,
     )
     optimizer_class = SparseAdamW if config.optimizer == "sparse_adamw" else keras.optimizers.AdamW
+    use_ema = bool(ema and config.ema)
     optimizer = optimizer_class(
-        learning_rate=schedule, weight_decay=config.weight_decay, clipnorm=1.0
+        learning_rate=schedule,
+        weight_decay=config.weight_decay,
+        clipnorm=1.0,
+        use_ema=use_ema,
+        ema_momentum=config.ema if use_ema else 0.99,
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
 
 
-def _stage_callbacks(stage_dir):
-    """What every training stage records: time, history, curves, resume state."""
+def _stage_callbacks(stage_dir, ema_swap=None):
+    """What every training stage records: time, history, curves, resume state.
+
+    `ema_swap`: the fit's `SwapEMAWeights(swap_on_epoch=True)`, which puts
+    the averaged weights in the model at each epoch's end for the callbacks
+    before these; they go back before the backup, so that resuming
+    continues from the raw weights and the average, as an uninterrupted run
+    would.
+    """
     return [
         _EpochTimer(),
         keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=stage_dir, write_graph=False),
+        *([_RawWeightsBack(ema_swap)] if ema_swap is not None else []),
         # Two generations, so a kill while writing one leaves the other.
         keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup"), double_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
@@ -204,9 +221,9 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
     # and on CPU even a fixed set of bucket shapes trained slower under XLA
     # (BENCHMARKS.md).
     model.compile(
-        optimizer=_optimizer(config, steps_per_epoch, config.epochs),
+        optimizer=_optimizer(config, steps_per_epoch, config.epochs, ema=True),
         jit_compile=False,
-        **task.compile_args(),
+        **task.compile_args(model),
     )
 
     history = _read_history(run_dir)
@@ -222,9 +239,15 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
     probe_ids, probe_tokens = _probe_sentences(
         tokenizer, task.ids["validation"], config.probe_sentences
     )
-    # Picture callbacks first: they add validation scores (macro-F1, entity
-    # F1) to the epoch logs that the recording callbacks then write.
+    # With --ema, validation sees the averaged weights (SwapEMAWeights swaps
+    # them in around every evaluation) and so, from each epoch's end until
+    # the backup, do the callbacks in between: pictures, scores and the
+    # best checkpoint. Picture callbacks come before the recording ones:
+    # they add validation scores (macro-F1, entity F1) to the epoch logs
+    # that the recording callbacks then write.
+    ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
     callbacks = [
+        *([ema_swap] if ema_swap is not None else []),
         *task.callbacks(run_dir),
         AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
         keras.callbacks.ModelCheckpoint(
@@ -234,7 +257,7 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        *_stage_callbacks(run_dir),
+        *_stage_callbacks(run_dir, ema_swap),
     ]
     if config.patience:
         callbacks.append(
@@ -263,6 +286,23 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
 def _verbosity():
     # A live progress bar for people; one line per epoch in CI logs.
     return 2 if os.environ.get("CI") else 1
+
+
+class _RawWeightsBack(keras.callbacks.Callback):
+    """Undoes `SwapEMAWeights(swap_on_epoch=True)`'s epoch-end swap early.
+
+    SwapEMAWeights would swap back at the next epoch's start; doing it here
+    means the callbacks after this one (the backup) see the raw weights.
+    """
+
+    def __init__(self, swap):
+        super().__init__()
+        self.swap = swap
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.swap._ema_weights_in_model:
+            self.swap._swap_variables()
+            self.swap._ema_weights_in_model = False
 
 
 class _EpochTimer(keras.callbacks.Callback):

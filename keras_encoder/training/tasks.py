@@ -5,7 +5,7 @@
     task = make_task(config, echo)   # read and split the data (no files yet)
     task.texts("train")              # texts the vocabulary is learned from
     task.prepare(tokenizer)          # token ids and tf.data pipelines
-    task.build_model(encoder_config, encoder) ; task.compile_args()
+    task.build_model(encoder_config, encoder) ; task.compile_args(model)
     task.callbacks(run_dir)          # validation pictures and metrics
     task.evaluate(model)             # test-split metrics for metrics.json
     task.export(model, path)         # raw-string SavedModel
@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_encoder.data import load_classification_data, split_dataset
 from keras_encoder.data.pipeline import (
+    bio_transitions,
     classification_dataset,
     tagging_dataset,
     tagging_sequences,
@@ -28,7 +29,8 @@ from keras_encoder.data.pipeline import (
 from keras_encoder.data.tagging import TAGGING_CORPORA, load_tagging_data, split_sentences
 from keras_encoder.errors import ConfigError, DataError
 from keras_encoder.export import export_classifier, export_tagger
-from keras_encoder.models import build_classifier, build_token_classifier
+from keras_encoder.layers import ChainCRFLoss
+from keras_encoder.models import build_classifier, build_token_classifier, find_crf
 from keras_encoder.training.callbacks import (
     ConfusionMatrixCallback,
     TagPredictor,
@@ -130,7 +132,7 @@ class ClassificationTask:
         """`(name, mode)` of the validation score for `--monitor wanted`."""
         return _monitor(wanted, "val_loss", ("val_loss", "val_accuracy", "val_macro_f1"), "classification")
 
-    def compile_args(self):
+    def compile_args(self, model):
         return {
             "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -216,23 +218,37 @@ class TaggingTask:
         self.ids = {name: self.sequences[name][0] for name in SPLITS}
 
     def build_model(self, encoder_config, encoder):
-        return build_token_classifier(encoder_config, len(self.tag_names), encoder=encoder)
+        allowed = bio_transitions(self.tag_names)[0].tolist() if self.bio else None
+        return build_token_classifier(
+            encoder_config,
+            len(self.tag_names),
+            encoder=encoder,
+            crf=self.config.crf,
+            allowed=allowed,
+            window_buckets=self.config.window_features,
+        )
 
     def monitor(self, wanted):
         """`(name, mode)` of the validation score for `--monitor wanted`."""
-        scores = ("val_loss", "val_accuracy", "val_token_accuracy")
+        # With --crf the per-token argmax `accuracy` is not computed: the
+        # CRF's emission scores alone are not its predictions.
+        scores = ("val_loss", "val_token_accuracy") + (() if self.config.crf else ("val_accuracy",))
         if self.bio:
             return _monitor(wanted, "val_entity_f1", scores + ("val_entity_f1",), "BIO tagging")
         return _monitor(wanted, "val_token_accuracy", scores, "tagging without BIO tags")
 
-    def compile_args(self):
+    def compile_args(self, model):
         # Batches carry per-token weights (1 at each unit's first piece, 0
-        # elsewhere): the loss is averaged over labelled units only.
+        # elsewhere): the loss is averaged over labelled units only (and the
+        # CRF chains labelled units only).
+        crf = find_crf(model)
         return {
-            "loss": keras.losses.SparseCategoricalCrossentropy(
+            "loss": ChainCRFLoss(crf)
+            if crf is not None
+            else keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, reduction="mean_with_sample_weight"
             ),
-            "weighted_metrics": [WeightedTokenAccuracy(name="accuracy")],
+            "weighted_metrics": [] if crf is not None else [WeightedTokenAccuracy(name="accuracy")],
         }
 
     def callbacks(self, run_dir):

@@ -84,3 +84,11 @@ def test_token_dropout_reaches_training_batches_only():
     }
     for split in ("validation", "test"):
         assert _token_dropout(config, tokenizer, split)["token_dropout"] == 0.0
+
+
+def test_window_features_are_for_tagging_only():
+    with pytest.raises(ConfigError, match=r"--window-features applies to tagging \(--task tag\) only"):
+        TrainConfig(window_features=1024)
+    assert TrainConfig(window_features=1024, data="peoples-daily-ner").window_features == 1024
+    with pytest.raises(ConfigError, match="--window-features must be a non-negative integer. Received: -1"):
+        TrainConfig(window_features=-1, data="peoples-daily-ner")

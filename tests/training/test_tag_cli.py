@@ -94,7 +94,47 @@ def test_tag_run_writes_scores_attention_and_tag_confusion(tag_run):
 @pytest.mark.slow
 def test_tagger_saved_model_matches_the_keras_model_in_a_fresh_process(tag_run):
     root, _ = tag_run
-    run_dir = root / "logs" / "ner"
+    check_export_matches_the_keras_model(root / "logs" / "ner")
+
+
+@pytest.mark.slow
+def test_tagger_has_a_trained_crf_by_default(tag_run):
+    import keras
+    import numpy as np
+
+    from keras_encoder.models import find_crf
+
+    root, _ = tag_run
+    crf = find_crf(keras.models.load_model(root / "logs" / "ner" / "model.keras"))
+    assert crf is not None and np.abs(np.asarray(crf.transitions)).max() > 0.01
+
+
+@pytest.fixture(scope="module")
+def no_crf_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("no-crf")
+    data = root / "toy.conll"
+    write_conll(data)
+    flags = tag_flags(data, root / "logs", "ner-plain") + ["--no-crf", "--window-features", "4096"]
+    return root, train(flags)
+
+
+@pytest.mark.slow
+def test_tagger_without_crf_with_window_features_trains_and_exports(no_crf_run):
+    import keras
+
+    from keras_encoder.models import find_crf
+
+    root, result = no_crf_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = root / "logs" / "ner-plain"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_entity_f1"] > 0.8, metrics
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert find_crf(model) is None and model.get_layer("window_scores").buckets == 4096
+    check_export_matches_the_keras_model(run_dir)
+
+
+def check_export_matches_the_keras_model(run_dir):
     texts = ["今天张三去了北京", "", "李小明说 新华社" * 40, "x"]
     script = (
         "import json, sys, tensorflow as tf, tensorflow_text\n"

@@ -5,6 +5,7 @@ from keras_encoder.layers.crf import ChainCRF, ChainCRFLoss
 from keras_encoder.layers.embedding import TokenAndPositionEmbedding
 from keras_encoder.layers.encoder_block import TransformerEncoderBlock
 from keras_encoder.layers.masking import merge_masks
+from keras_encoder.layers.ngram import NgramFeatureScores
 from keras_encoder.layers.pooling import SequencePooling
 from keras_encoder.layers.window import WindowFeatureScores
 from keras_encoder.layers.position import (
@@ -18,6 +19,7 @@ __all__ = [
     "ChainCRFLoss",
     "LearnedPositionEmbedding",
     "MultiHeadSelfAttention",
+    "NgramFeatureScores",
     "RotaryEmbedding",
     "SequencePooling",
     "SinusoidalPositionEncoding",

@@ -121,7 +121,8 @@ class ChainCRF(keras.layers.Layer):
         def step(carry, inputs):
             alpha, gold, previous, started = carry  # (B, K), (B,), (B,), (B,)
             emission = inputs[:, :k]  # (B, K)
-            tag = ops.cast(inputs[:, k], "int32")  # (B,)
+            # Clipped: skipped positions may hold any label (e.g. -1).
+            tag = ops.clip(ops.cast(inputs[:, k], "int32"), 0, k - 1)  # (B,)
             alive = ops.greater(inputs[:, k + 1], 0.5)  # (B,)
             chained = ops.logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
             first = start[None] + emission

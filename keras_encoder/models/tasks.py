@@ -12,6 +12,7 @@ import keras_hub
 
 from keras_encoder.layers.crf import ChainCRF
 from keras_encoder.layers.layer_utils import check_positive_int
+from keras_encoder.layers.ngram import NgramFeatureScores
 from keras_encoder.layers.window import WindowFeatureScores
 from keras_encoder.models.backbone import build_encoder
 from keras_encoder.models.config import EncoderConfig
@@ -29,21 +30,32 @@ def _encoder_for(config, encoder):
     return build_encoder(config) if encoder is None else encoder
 
 
-def build_classifier(config: EncoderConfig, num_classes, encoder=None, name="classifier"):
+def build_classifier(
+    config: EncoderConfig, num_classes, encoder=None, ngram_buckets=0, name="classifier"
+):
     """Sentence classifier: pooled encoder output -> dropout -> logits.
 
     Input `token_ids` `(B, T)`; output `logits` `(B, num_classes)` (train
     with `from_logits=True`). Pass `encoder` (from `build_encoder`, e.g.
     after `build_masked_lm` pretraining) to fine-tune its weights.
+
+    With `ngram_buckets > 0`, an `NgramFeatureScores` layer named
+    `ngram_scores` adds linear class scores of the text's hashed token 1- to
+    3-grams (a table of that many rows) to the encoder's logits.
     """
     check_positive_int("num_classes", num_classes)
     encoder = _encoder_for(config, encoder)
     # === Layers ===
     dropout = keras.layers.Dropout(config.dropout, name="head_dropout")
     head = keras.layers.Dense(num_classes, name="logits")
+    ngrams = (
+        NgramFeatureScores(num_classes, ngram_buckets, name="ngram_scores") if ngram_buckets else None
+    )
     # === Functional Model ===
     pooled = encoder.output["pooled_output"]
     logits = head(dropout(pooled))
+    if ngrams is not None:
+        logits = keras.layers.Add(name="class_scores")([logits, ngrams(encoder.input)])
     return keras.Model(encoder.input, logits, name=name)
 
 

@@ -80,10 +80,16 @@ class TrainConfig:
     # entity F1 0.9304 against 0.9134 without (validation ahead from the
     # first epoch on), for about 1.3x the training time.
     crf: bool = True
-    # Tagging: linear tag scores of hashed character-window features (each
+    # Tagging: linear tag scores of hashed token-window features (each
     # token at offsets -2..2, the pairs around it), added to the encoder's
-    # logits from a table of this many rows (0: none).
-    window_features: int = 0
+    # logits from a table of this many rows (0: none). -1: auto, 262144 for
+    # tagging (peoples-daily-ner entity F1 0.9345 against 0.9304 without,
+    # validation F1 ahead at every epoch), 0 for classification.
+    window_features: int = -1
+    # Classification: linear class scores of the text's hashed token 1- to
+    # 3-grams, added to the encoder's logits from a table of this many rows
+    # (0: none).
+    ngram_features: int = 0
 
     # Masked-LM pretraining epochs on the training texts before fine-tuning
     # (0: train the classifier from scratch).
@@ -170,12 +176,16 @@ class TrainConfig:
                 "--validation-fraction must be positive: early stopping and the "
                 f"checkpoint need a validation split. Received: {self.validation_fraction!r}"
             )
-        if isinstance(self.window_features, bool) or not isinstance(self.window_features, int) or self.window_features < 0:
-            raise ConfigError(
-                f"--window-features must be a non-negative integer. Received: {self.window_features!r}"
-            )
-        if self.window_features and self.resolved_task != "tag":
+        for name in ("window_features", "ngram_features"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ConfigError(
+                    f"--{_flag(name)} must be -1 (auto), 0 (none) or a positive integer. Received: {value!r}"
+                )
+        if self.window_features > 0 and self.resolved_task != "tag":
             raise ConfigError("--window-features applies to tagging (--task tag) only.")
+        if self.ngram_features > 0 and self.resolved_task != "classify":
+            raise ConfigError("--ngram-features applies to classification only.")
         if self.run_name and (os.sep in self.run_name or self.run_name in (".", "..")):
             raise ConfigError(f"--run-name must be a plain directory name. Received: {self.run_name!r}")
         try:
@@ -203,6 +213,16 @@ class TrainConfig:
     def resolved_bigram_buckets(self):
         """`bigram_buckets`, with -1 (auto) resolved to 32768."""
         return 32768 if self.bigram_buckets == -1 else self.bigram_buckets
+
+    def resolved_window_features(self):
+        """`window_features`, with -1 (auto) resolved: 262144 for tagging, else 0."""
+        if self.window_features != -1:
+            return self.window_features
+        return 262144 if self.resolved_task == "tag" else 0
+
+    def resolved_ngram_features(self):
+        """`ngram_features`, with -1 (auto) resolved: 0 (none)."""
+        return max(self.ngram_features, 0)
 
     def encoder_config(self, vocabulary_size, task="classify"):
         """The `EncoderConfig` for a tokenizer of `vocabulary_size` tokens."""

@@ -126,7 +126,9 @@ class ClassificationTask:
         }
 
     def build_model(self, encoder_config, encoder):
-        return build_classifier(encoder_config, len(self.label_names), encoder=encoder)
+        return build_classifier(
+            encoder_config, len(self.label_names), encoder=encoder, ngram_buckets=self.config.resolved_ngram_features()
+        )
 
     def monitor(self, wanted):
         """`(name, mode)` of the validation score for `--monitor wanted`."""
@@ -225,7 +227,7 @@ class TaggingTask:
             encoder=encoder,
             crf=self.config.crf,
             allowed=allowed,
-            window_buckets=self.config.window_features,
+            window_buckets=self.config.resolved_window_features(),
         )
 
     def monitor(self, wanted):

@@ -90,5 +90,28 @@ def test_window_features_are_for_tagging_only():
     with pytest.raises(ConfigError, match=r"--window-features applies to tagging \(--task tag\) only"):
         TrainConfig(window_features=1024)
     assert TrainConfig(window_features=1024, data="peoples-daily-ner").window_features == 1024
-    with pytest.raises(ConfigError, match="--window-features must be a non-negative integer. Received: -1"):
-        TrainConfig(window_features=-1, data="peoples-daily-ner")
+    with pytest.raises(ConfigError, match=r"--window-features must be -1 \(auto\), 0 \(none\) or a positive integer. Received: -2"):
+        TrainConfig(window_features=-2, data="peoples-daily-ner")
+    assert TrainConfig(data="peoples-daily-ner").resolved_window_features() == 262144
+    assert TrainConfig().resolved_window_features() == 0
+
+
+def test_ngram_features_are_for_classification_only():
+    with pytest.raises(ConfigError, match="--ngram-features applies to classification only"):
+        TrainConfig(ngram_features=1024, data="peoples-daily-ner")
+    assert TrainConfig(ngram_features=1024).ngram_features == 1024
+    with pytest.raises(ConfigError, match="--ngram-features must be -1 .auto., 0 .none. or a positive integer. Received: True"):
+        TrainConfig(ngram_features=True)
+
+
+def test_crf_tagging_has_no_per_token_argmax_accuracy_to_monitor():
+    from keras_encoder.training.tasks import TaggingTask
+
+    task = TaggingTask.__new__(TaggingTask)  # monitor() needs only the config and the scheme
+    task.bio = True
+    task.config = TrainConfig(data="peoples-daily-ner")
+    with pytest.raises(ConfigError, match="--monitor val_accuracy is not computed for BIO tagging"):
+        task.monitor("val_accuracy")
+    assert task.monitor("auto") == ("val_entity_f1", "max")
+    task.config = TrainConfig(data="peoples-daily-ner", crf=False)
+    assert task.monitor("val_accuracy") == ("val_accuracy", "max")

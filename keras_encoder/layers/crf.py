@@ -203,8 +203,5 @@ class ChainCRFLoss(keras.losses.Loss):
         log_likelihood = self.crf.log_likelihood(y_pred, y_true, weights)
         return -ops.sum(log_likelihood) / ops.maximum(ops.sum(ops.cast(weights > 0, "float32")), 1.0)
 
-    def call(self, y_true, y_pred):  # pragma: no cover - __call__ does the work
-        raise NotImplementedError
-
     def get_config(self):
         return {"name": self.name}

@@ -33,6 +33,11 @@ class WindowFeatureScores(keras.layers.Layer):
         buckets: int. Rows of the hashed feature table.
         window: int. Tokens on each side seen as single-token features.
             Defaults to 2.
+        scale: float. Constant the summed scores are multiplied by. Adam
+            steps do not depend on the size of a gradient, so under Adam(W)
+            this makes the table learn `scale` times faster than the
+            weights around it (a per-layer learning-rate multiplier).
+            Defaults to 1.0.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -47,14 +52,17 @@ class WindowFeatureScores(keras.layers.Layer):
     (1, 5, 5)
     """
 
-    def __init__(self, num_tags, buckets, window=2, **kwargs):
+    def __init__(self, num_tags, buckets, window=2, scale=1.0, **kwargs):
         check_positive_int("num_tags", num_tags)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"`scale` must be a positive number. Received: scale={scale!r}")
         check_positive_int("buckets", buckets)
         check_positive_int("window", window, allow_zero=True)
         super().__init__(**kwargs)
         self.num_tags = num_tags
         self.buckets = buckets
         self.window = window
+        self.scale = float(scale)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -81,7 +89,8 @@ class WindowFeatureScores(keras.layers.Layer):
     def call(self, inputs):
         rows = self.feature_buckets(inputs)  # (B, T, F)
         scores = ops.take(self.table, rows, axis=0)  # (B, T, F, K)
-        return ops.sum(scores, axis=2)
+        summed = ops.sum(scores, axis=2)
+        return summed if self.scale == 1.0 else summed * self.scale
 
     def compute_mask(self, inputs, mask=None):
         return ops.not_equal(inputs, 0)
@@ -91,5 +100,7 @@ class WindowFeatureScores(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_tags": self.num_tags, "buckets": self.buckets, "window": self.window})
+        config.update(
+            {"num_tags": self.num_tags, "buckets": self.buckets, "window": self.window, "scale": self.scale}
+        )
         return config

@@ -66,6 +66,7 @@ def build_token_classifier(
     crf=False,
     allowed=None,
     window_buckets=0,
+    window_scale=1.0,
     name="token_classifier",
 ):
     """Token tagger: per-token logits `(B, T, num_tags)` on the sequence output.
@@ -80,7 +81,8 @@ def build_token_classifier(
 
     With `window_buckets > 0`, a `WindowFeatureScores` layer named
     `window_scores` adds linear tag scores of hashed token-window features
-    (a table of that many rows) to the encoder's logits.
+    (a table of that many rows) to the encoder's logits; `window_scale` is
+    its `scale` (a learning-rate multiplier for the table under AdamW).
     """
     check_positive_int("num_tags", num_tags)
     encoder = _encoder_for(config, encoder)
@@ -89,7 +91,7 @@ def build_token_classifier(
     head = keras.layers.Dense(num_tags, name="logits")
     chain = ChainCRF(num_tags, allowed=allowed, name="crf") if crf else None
     window = (
-        WindowFeatureScores(num_tags, window_buckets, name="window_scores")
+        WindowFeatureScores(num_tags, window_buckets, scale=window_scale, name="window_scores")
         if window_buckets
         else None
     )

@@ -86,6 +86,10 @@ class TrainConfig:
     # tagging (peoples-daily-ner entity F1 0.9345 against 0.9304 without,
     # validation F1 ahead at every epoch), 0 for classification.
     window_features: int = -1
+    # Tagging: learning-rate multiplier of the window-feature table (its
+    # scores are multiplied by this constant; Adam's steps do not scale
+    # with the gradient, so the table moves this many times faster).
+    window_scale: float = 1.0
     # Classification: linear class scores of the text's hashed token 1- to
     # 3-grams, added to the encoder's logits from a table of this many rows
     # (0: none).
@@ -182,6 +186,10 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{_flag(name)} must be -1 (auto), 0 (none) or a positive integer. Received: {value!r}"
                 )
+        if isinstance(self.window_scale, bool) or not isinstance(self.window_scale, (int, float)) or not self.window_scale > 0:
+            raise ConfigError(f"--window-scale must be a positive number. Received: {self.window_scale!r}")
+        if self.window_scale != 1.0 and self.resolved_task != "tag":
+            raise ConfigError("--window-scale applies to tagging (--task tag) only.")
         if self.window_features > 0 and self.resolved_task != "tag":
             raise ConfigError("--window-features applies to tagging (--task tag) only.")
         if self.ngram_features > 0 and self.resolved_task != "classify":

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_encoder.layers import WindowFeatureScores
 from keras_encoder.models import EncoderConfig, build_token_classifier
@@ -52,6 +53,31 @@ def test_bad_arguments_name_the_argument():
         WindowFeatureScores(3, 0)
     with pytest.raises(ValueError, match="`window` must be a non-negative integer"):
         WindowFeatureScores(3, 10, window=-1)
+    with pytest.raises(ValueError, match="`scale` must be a positive number"):
+        WindowFeatureScores(3, 10, scale=0)
+
+
+def test_scale_multiplies_scores_and_is_a_learning_rate_multiplier_under_adam():
+    ids = np.array([[2, 11, 12, 13, 3, 0]], "int32")
+    target = np.random.default_rng(2).normal(size=(1, 6, 4)).astype("float32")
+    moved = {}
+    for scale in (1.0, 4.0):
+        layer = WindowFeatureScores(4, 4096, scale=scale)
+        layer.build((None, None))
+        table = np.random.default_rng(0).normal(size=(4096, 4)).astype("float32")
+        layer.table.assign(table)
+        before = np.asarray(layer(ids))
+        np.testing.assert_allclose(before, scale * np.asarray(random_layer()(ids)), rtol=1e-5)
+        # One Adam step on a linear loss moves every used weight by the
+        # learning rate whatever the gradient's size, so the scores move
+        # `scale` times as far.
+        optimizer = keras.optimizers.Adam(1e-3)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(ids) * target)
+        optimizer.apply_gradients(zip(tape.gradient(loss, [layer.table]), [layer.table]))
+        moved[scale] = np.asarray(layer(ids)) - before
+    assert np.abs(moved[1.0]).max() > 1e-4
+    np.testing.assert_allclose(moved[4.0], 4.0 * moved[1.0], rtol=1e-3, atol=1e-6)
 
 
 def tagger(crf=True):
@@ -65,7 +91,8 @@ def tagger(crf=True):
 def test_config_and_keras_file_round_trip(assert_survives_saving):
     layer = random_layer(window=1)
     again = WindowFeatureScores.from_config(layer.get_config())
-    assert (again.num_tags, again.buckets, again.window) == (4, 4096, 1)
+    assert (again.num_tags, again.buckets, again.window, again.scale) == (4, 4096, 1, 1.0)
+    assert WindowFeatureScores.from_config(WindowFeatureScores(4, 64, scale=8.0).get_config()).scale == 8.0
     model = tagger()
     model.get_layer("window_scores").table.assign(np.random.default_rng(1).normal(size=(512, 3)))
     assert_survives_saving(model, np.array([[2, 5, 6, 7, 3, 0]], "int32"))

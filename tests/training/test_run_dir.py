@@ -94,6 +94,11 @@ def test_window_features_are_for_tagging_only():
         TrainConfig(window_features=-2, data="peoples-daily-ner")
     assert TrainConfig(data="peoples-daily-ner").resolved_window_features() == 262144
     assert TrainConfig().resolved_window_features() == 0
+    with pytest.raises(ConfigError, match=r"--window-scale applies to tagging \(--task tag\) only"):
+        TrainConfig(window_scale=10.0)
+    for bad in (0, -1.0, True, "10"):
+        with pytest.raises(ConfigError, match="--window-scale must be a positive number"):
+            TrainConfig(window_scale=bad, data="peoples-daily-ner")
 
 
 def test_ngram_features_are_for_classification_only():

@@ -54,9 +54,9 @@ HELP = {
     "crf": "tagging: a linear-chain CRF on the tag logits (learned transitions, Viterbi "
     "decoding); --no-crf scores each token on its own",
     "window_features": "tagging: rows of a hashed table of linear tag scores for "
-    "token-window features, added to the encoder's (0: none; -1: 262144 for tagging)",
+    "token-window features, added to the encoder's (0: none; -1: 1048576 for tagging)",
     "window_scale": "tagging: learning-rate multiplier of the window-feature table "
-    "(its scores are multiplied by it)",
+    "(its scores are multiplied by it; -1: 10 for tagging)",
     "ngram_features": "classification: rows of a hashed table of linear class scores "
     "for the text's token 1- to 3-grams, added to the encoder's (0 or -1: none)",
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",

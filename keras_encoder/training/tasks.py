@@ -228,7 +228,7 @@ class TaggingTask:
             crf=self.config.crf,
             allowed=allowed,
             window_buckets=self.config.resolved_window_features(),
-            window_scale=self.config.window_scale,
+            window_scale=self.config.resolved_window_scale(),
         )
 
     def monitor(self, wanted):

@@ -62,7 +62,7 @@ HELP = {
     "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
     "optimizer": "adamw, or sparse_adamw to update only the embedding rows each batch uses",
     "ema": "momentum of an exponential moving average of the weights used for "
-    "validation, checkpoints and export (0: off; e.g. 0.99)",
+    "validation, checkpoints and export (0: off; -1: 0.998 for tagging, off otherwise)",
     "epochs": "most epochs to train (early stopping may end sooner)",
     "batch_size": "examples per batch",
     "learning_rate": "peak learning rate after warm-up",

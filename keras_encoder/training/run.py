@@ -135,7 +135,7 @@ def run(config: TrainConfig, echo=print):
 def _optimizer(config, steps_per_epoch, epochs, ema=False):
     """AdamW (or `SparseAdamW`) with linear warm-up and cosine decay over the stage.
 
-    With `ema` (and `config.ema > 0`) the optimizer also keeps an
+    With `ema` (and a positive `config.resolved_ema()`) the optimizer also keeps an
     exponential moving average of the weights (`use_ema`).
     """
     total_steps = steps_per_epoch * epochs
@@ -147,13 +147,14 @@ def _optimizer(config, steps_per_epoch, epochs, ema=False):
         warmup_steps=warmup_steps,
     )
     optimizer_class = SparseAdamW if config.optimizer == "sparse_adamw" else keras.optimizers.AdamW
-    use_ema = bool(ema and config.ema)
+    momentum = config.resolved_ema(steps_per_epoch)
+    use_ema = bool(ema and momentum)
     optimizer = optimizer_class(
         learning_rate=schedule,
         weight_decay=config.weight_decay,
         clipnorm=1.0,
         use_ema=use_ema,
-        ema_momentum=config.ema if use_ema else 0.99,
+        ema_momentum=momentum if use_ema else 0.99,
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
@@ -245,7 +246,7 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
     # best checkpoint. Picture callbacks come before the recording ones:
     # they add validation scores (macro-F1, entity F1) to the epoch logs
     # that the recording callbacks then write.
-    ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
+    ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.resolved_ema() else None
     callbacks = [
         *([ema_swap] if ema_swap is not None else []),
         *task.callbacks(run_dir),

@@ -17,10 +17,16 @@ def test_ema_flag_sets_up_the_optimizer_average():
     assert not plain.use_ema  # pretraining stages never average
     assert averaged.use_ema and averaged.ema_momentum == 0.99
     assert not _optimizer(TrainConfig(), steps_per_epoch=10, epochs=2, ema=True).use_ema
+    tagging = _optimizer(TrainConfig(data="peoples-daily-ner"), steps_per_epoch=560, epochs=2, ema=True)
+    assert tagging.use_ema and tagging.ema_momentum == 0.998  # auto: on for tagging
+    short = _optimizer(TrainConfig(data="peoples-daily-ner"), steps_per_epoch=10, epochs=2, ema=True)
+    assert short.use_ema and short.ema_momentum == pytest.approx(0.9)  # about one epoch's steps
+    assert TrainConfig(data="peoples-daily-ner", ema=0).resolved_ema() == 0.0
     from keras_encoder.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"--ema must be in \[0, 1\). Received: 1.0"):
-        TrainConfig(ema=1.0)
+    for bad in (1.0, -0.5, True):
+        with pytest.raises(ConfigError, match=r"--ema must be -1 \(auto\) or in \[0, 1\). Received: " + repr(bad)):
+            TrainConfig(ema=bad)
 
 
 class _Record(keras.callbacks.Callback):

@@ -54,8 +54,8 @@ class WindowFeatureScores(keras.layers.Layer):
 
     def __init__(self, num_tags, buckets, window=2, scale=1.0, **kwargs):
         check_positive_int("num_tags", num_tags)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"`scale` must be a positive number. Received: scale={scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"`scale` must be a positive finite number. Received: scale={scale!r}")
         check_positive_int("buckets", buckets)
         check_positive_int("window", window, allow_zero=True)
         super().__init__(**kwargs)

@@ -83,7 +83,8 @@ class TrainConfig:
     # Tagging: linear tag scores of hashed token-window features (each
     # token at offsets -2..2, the pairs around it), added to the encoder's
     # logits from a table of this many rows (0: none). -1: auto, 1048576
-    # for tagging, 0 for classification. peoples-daily-ner entity F1: none
+    # for tagging (fewer for large tag sets: see resolved_window_features),
+    # 0 for classification. peoples-daily-ner entity F1: none
     # 0.9304, 262,144 rows 0.9345 (0.9432 at --window-scale 10), 1,048,576
     # rows at --window-scale 10 0.9448.
     window_features: int = -1
@@ -198,8 +199,8 @@ class TrainConfig:
                     f"--{_flag(name)} must be -1 (auto), 0 (none) or a positive integer. Received: {value!r}"
                 )
         scale = self.window_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale > 0 or scale == -1):
-            raise ConfigError(f"--window-scale must be -1 (auto) or a positive number. Received: {scale!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale < float("inf") or scale == -1):
+            raise ConfigError(f"--window-scale must be -1 (auto) or a positive finite number. Received: {scale!r}")
         if scale != -1 and self.resolved_task != "tag":
             raise ConfigError("--window-scale applies to tagging (--task tag) only.")
         if self.window_features > 0 and self.resolved_task != "tag":
@@ -234,14 +235,23 @@ class TrainConfig:
         """`bigram_buckets`, with -1 (auto) resolved to 32768."""
         return 32768 if self.bigram_buckets == -1 else self.bigram_buckets
 
-    def resolved_window_features(self):
-        """`window_features`, with -1 (auto) resolved: 1048576 for tagging, else 0."""
+    def resolved_window_features(self, num_tags=None):
+        """`window_features`, with -1 (auto) resolved: 0 for classification;
+        for tagging 1048576 rows, halved while rows x `num_tags` exceeds
+        2**24 scores (7 NER tags: 1048576 rows; 44 POS tags: 262144), so
+        that a large tag set does not make a table of tens of millions of
+        weights that every step and checkpoint rewrites."""
         if self.window_features != -1:
             return self.window_features
-        return 1048576 if self.resolved_task == "tag" else 0
+        if self.resolved_task != "tag":
+            return 0
+        rows = 1048576
+        while num_tags and rows > 4096 and rows * num_tags > 2**24:
+            rows //= 2
+        return rows
 
     def resolved_window_scale(self):
-        """`window_scale`, with -1 (auto) resolved: 10."""
+        """`window_scale`, with -1 (auto) resolved: 10 (used by tagging only)."""
         return 10 if self.window_scale == -1 else float(self.window_scale)
 
     def resolved_ema(self, steps_per_epoch=None):

@@ -117,6 +117,9 @@ def run(config: TrainConfig, echo=print):
         "vocabulary_size": tokenizer.vocabulary_size,
         "position": encoder_config.position,
         "parameters": int(model.count_params()),
+        # What the auto (-1) settings resolved to in this run.
+        "ema_momentum": config.resolved_ema(int(task.datasets["train"].cardinality())),
+        **_window_metrics(model),
         "data": task.data.stats,
     }
     _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
@@ -130,6 +133,15 @@ def run(config: TrainConfig, echo=print):
     echo(f"Run directory: {run_dir}  (model.keras, export/ SavedModel, metrics.json)")
     echo(f"See it in TensorBoard:  tensorboard --logdir {config.logdir}")
     return metrics
+
+
+def _window_metrics(model):
+    """Rows and scale of the model's window-feature table, if it has one."""
+    names = [layer.name for layer in model.layers]
+    if "window_scores" not in names:
+        return {}
+    layer = model.get_layer("window_scores")
+    return {"window_features": layer.buckets, "window_scale": layer.scale}
 
 
 def _optimizer(config, steps_per_epoch, epochs, ema=False):

@@ -227,7 +227,7 @@ class TaggingTask:
             encoder=encoder,
             crf=self.config.crf,
             allowed=allowed,
-            window_buckets=self.config.resolved_window_features(),
+            window_buckets=self.config.resolved_window_features(len(self.tag_names)),
             window_scale=self.config.resolved_window_scale(),
         )
 

@@ -53,8 +53,9 @@ def test_bad_arguments_name_the_argument():
         WindowFeatureScores(3, 0)
     with pytest.raises(ValueError, match="`window` must be a non-negative integer"):
         WindowFeatureScores(3, 10, window=-1)
-    with pytest.raises(ValueError, match="`scale` must be a positive number"):
-        WindowFeatureScores(3, 10, scale=0)
+    for bad in (0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="`scale` must be a positive finite number"):
+            WindowFeatureScores(3, 10, scale=bad)
 
 
 def test_scale_multiplies_scores_and_is_a_learning_rate_multiplier_under_adam():
@@ -80,12 +81,12 @@ def test_scale_multiplies_scores_and_is_a_learning_rate_multiplier_under_adam():
     np.testing.assert_allclose(moved[4.0], 4.0 * moved[1.0], rtol=1e-3, atol=1e-6)
 
 
-def tagger(crf=True):
+def tagger(crf=True, window_scale=1.0):
     config = EncoderConfig(
         vocabulary_size=30, max_length=16, hidden_dim=16, num_heads=2, num_layers=1,
         intermediate_dim=32, position="rotary",
     )
-    return build_token_classifier(config, 3, window_buckets=512, crf=crf)
+    return build_token_classifier(config, 3, window_buckets=512, window_scale=window_scale, crf=crf)
 
 
 def test_config_and_keras_file_round_trip(assert_survives_saving):
@@ -93,7 +94,7 @@ def test_config_and_keras_file_round_trip(assert_survives_saving):
     again = WindowFeatureScores.from_config(layer.get_config())
     assert (again.num_tags, again.buckets, again.window, again.scale) == (4, 4096, 1, 1.0)
     assert WindowFeatureScores.from_config(WindowFeatureScores(4, 64, scale=8.0).get_config()).scale == 8.0
-    model = tagger()
+    model = tagger(window_scale=8.0)
     model.get_layer("window_scores").table.assign(np.random.default_rng(1).normal(size=(512, 3)))
     assert_survives_saving(model, np.array([[2, 5, 6, 7, 3, 0]], "int32"))
 

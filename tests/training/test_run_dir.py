@@ -92,12 +92,14 @@ def test_window_features_are_for_tagging_only():
     assert TrainConfig(window_features=1024, data="peoples-daily-ner").window_features == 1024
     with pytest.raises(ConfigError, match=r"--window-features must be -1 \(auto\), 0 \(none\) or a positive integer. Received: -2"):
         TrainConfig(window_features=-2, data="peoples-daily-ner")
-    assert TrainConfig(data="peoples-daily-ner").resolved_window_features() == 1048576
+    assert TrainConfig(data="peoples-daily-ner").resolved_window_features(7) == 1048576
+    assert TrainConfig(data="peoples-daily-pos").resolved_window_features(44) == 262144
+    assert TrainConfig(data="peoples-daily-pos", window_features=2048).resolved_window_features(44) == 2048
     assert TrainConfig().resolved_window_features() == 0
     with pytest.raises(ConfigError, match=r"--window-scale applies to tagging \(--task tag\) only"):
         TrainConfig(window_scale=10.0)
-    for bad in (0, -2.0, True, "10"):
-        with pytest.raises(ConfigError, match=r"--window-scale must be -1 \(auto\) or a positive number"):
+    for bad in (0, -2.0, float("inf"), True, "10"):
+        with pytest.raises(ConfigError, match=r"--window-scale must be -1 \(auto\) or a positive finite number"):
             TrainConfig(window_scale=bad, data="peoples-daily-ner")
     assert TrainConfig(data="peoples-daily-ner").resolved_window_scale() == 10
     assert TrainConfig(data="peoples-daily-ner", window_scale=3).resolved_window_scale() == 3.0

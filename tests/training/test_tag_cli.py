@@ -105,8 +105,16 @@ def test_tagger_has_a_trained_crf_by_default(tag_run):
     from keras_encoder.models import find_crf
 
     root, _ = tag_run
-    crf = find_crf(keras.models.load_model(root / "logs" / "ner" / "model.keras"))
+    model = keras.models.load_model(root / "logs" / "ner" / "model.keras")
+    crf = find_crf(model)
     assert crf is not None and np.abs(np.asarray(crf.transitions)).max() > 0.01
+    # The other tagging defaults: a fast-learning window table and a
+    # weight average spanning about an epoch of this small run's steps.
+    window = model.get_layer("window_scores")
+    assert (window.buckets, window.scale) == (1048576, 10.0)
+    metrics = json.loads((root / "logs" / "ner" / "metrics.json").read_text())
+    assert (metrics["window_features"], metrics["window_scale"]) == (1048576, 10.0)
+    assert 0.5 <= metrics["ema_momentum"] < 0.998, metrics["ema_momentum"]
 
 
 @pytest.fixture(scope="module")

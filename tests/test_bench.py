@@ -30,11 +30,12 @@ def test_speed_benchmark_writes_its_table(tmp_path):
         assert row["real_tokens_per_s"] > 0 and row["steps"] == 2
         assert row["padded_tokens_per_s"] >= row["real_tokens_per_s"]
         assert f"| {row['name']} | {row['real_tokens_per_s']:,.0f} |" in report
-    assert len(numbers["serving"]) == 5
+    assert len(numbers["serving"]) == 6
     for row in numbers["serving"]:
         assert row["sequences_per_s"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"]
         assert row["first_pass_s"] > 0
     assert "| XLA on fixed group shapes (serve) |" in report
+    assert "| finer groups and row counts, 5 x 16 shapes instead of 3 x 7 (serve) |" in report
     assert "| row-wise embedding updates, SparseAdamW (train) |" in report
     assert "| keras-hub, padded to 128 (anchor) |" in report and "1.00x" in report
     assert "--steps 2" in report  # the command that made it

@@ -123,3 +123,76 @@ def test_fixed_shapes_pad_groups_to_bounds_and_row_sizes(bounds):
         assert sorted(seen) == [(4, 3), (4, 6), (4, 12)]
     else:
         assert seen == [(12, 12)]
+
+
+@pytest.mark.parametrize("row_sizes, expected", [((1, 2, 4), (1, 6)), ((2, 4), (2, 6))])
+def test_a_batch_of_one_is_padded_like_its_group(row_sizes, expected):
+    ids = tf.ragged.constant([[7, 8, 9, 10, 11]], dtype=tf.int32)
+    seen = []
+
+    def recording(dense):
+        seen.append(tuple(dense.shape))
+        return row_summary(dense)
+
+    grouped = grouped_by_length(
+        recording, ids, (3, 6), output_shape=(2,), max_length=12, row_sizes=row_sizes
+    )
+    np.testing.assert_array_equal(grouped.numpy(), [[45.0, 5.0]])
+    assert seen == [expected]
+
+
+def test_bounds_past_the_max_length_are_dropped():
+    rng = np.random.default_rng(2)
+    rows = [rng.integers(1, 50, size=n).tolist() for n in (2, 8, 3, 5, 8)]
+    seen = []
+
+    def recording(dense):
+        seen.append(tuple(dense.shape))
+        return row_summary(dense)
+
+    grouped = grouped_by_length(
+        recording, tf.ragged.constant(rows, dtype=tf.int32), (3, 10, 20), output_shape=(2,),
+        max_length=8, row_sizes=(1, 2, 4),
+    )
+    np.testing.assert_array_equal(grouped.numpy(), [[sum(row), len(row)] for row in rows])
+    # Rows of 4 to 8 ids go to the last group (padded to 8), not to 10.
+    assert sorted(seen) == [(2, 3), (4, 8)]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    from keras_encoder.text import Tokenizer
+
+    texts = ["这个手机很好用", "质量太差了", "还不错 推荐", "mixed English 和中文", "很好"] * 4
+    tokenizer = Tokenizer.learn(texts, vocabulary_size=80, sequence_length=16)
+    config = EncoderConfig(
+        vocabulary_size=tokenizer.vocabulary_size, max_length=16, hidden_dim=8, num_heads=2,
+        num_layers=1, intermediate_dim=16,
+    )
+    return build_classifier(config, 2), tokenizer
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_exported_classifier_matches_the_model(tiny_classifier, tmp_path, jit_compile):
+    from keras_encoder.export import export_classifier
+
+    model, tokenizer = tiny_classifier
+    # The tokenizer's 16 tokens are below most default bounds: only 16 is used.
+    export_classifier(model, tokenizer, ["neg", "pos"], tmp_path / "export", jit_compile=jit_compile)
+    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    texts = ["这个手机很好用", "", "质量太差了" * 10, "很好", "还不错 推荐推荐推荐推荐推荐推荐推荐"]
+    for batch in (texts, texts[2:3], texts[:1]):
+        served = serve(tf.constant(batch))["probabilities"].numpy()
+        ids = tokenizer.tokenize(tf.constant(batch)).to_tensor()
+        expected = tf.nn.softmax(model(ids, training=False)).numpy()
+        np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("row_sizes", [(), (4, 2), (0, 2), (1, 2.5)])
+def test_export_refuses_bad_row_sizes(tiny_classifier, tmp_path, row_sizes):
+    from keras_encoder.export import export_classifier
+
+    model, tokenizer = tiny_classifier
+    with pytest.raises(ValueError, match="row_sizes"):
+        export_classifier(model, tokenizer, ["neg", "pos"], tmp_path / "export", row_sizes=row_sizes)
+    assert not (tmp_path / "export").exists()

@@ -54,7 +54,7 @@ HELP = {
     "crf": "tagging: a linear-chain CRF on the tag logits (learned transitions, Viterbi "
     "decoding); --no-crf scores each token on its own",
     "window_features": "tagging: rows of a hashed table of linear tag scores for "
-    "token-window features, added to the encoder's (0: none; -1: 1048576 for tagging, fewer for over 16 tags)",
+    "token-window features, added to the encoder's (0: none; -1: 1048576 for tagging, fewer for over 16 tags or a small training set)",
     "window_scale": "tagging: learning-rate multiplier of the window-feature table "
     "(its scores are multiplied by it; -1: 10 for tagging)",
     "ngram_features": "classification: rows of a hashed table of linear class scores "

@@ -10,6 +10,9 @@ from keras_encoder.models import EncoderConfig
 TASKS = ("auto", "classify", "tag")
 TAG_SCHEMES = ("auto", "bio", "plain")
 OPTIMIZERS = ("adamw", "sparse_adamw")
+# Features `WindowFeatureScores` (window 2) reads per token: the ids at 5
+# offsets and 2 id pairs.
+_WINDOW_FEATURES_PER_TOKEN = 7
 # Validation scores that can pick the best checkpoint and stop training;
 # losses are minimised, the rest maximised.
 MONITORS = (
@@ -203,6 +206,8 @@ class TrainConfig:
             raise ConfigError(f"--window-scale must be -1 (auto) or a positive finite number. Received: {scale!r}")
         if scale != -1 and self.resolved_task != "tag":
             raise ConfigError("--window-scale applies to tagging (--task tag) only.")
+        if scale != -1 and self.window_features == 0:
+            raise ConfigError("--window-scale has no effect with --window-features 0 (no window table).")
         if self.window_features > 0 and self.resolved_task != "tag":
             raise ConfigError("--window-features applies to tagging (--task tag) only.")
         if self.ngram_features > 0 and self.resolved_task != "classify":
@@ -235,12 +240,16 @@ class TrainConfig:
         """`bigram_buckets`, with -1 (auto) resolved to 32768."""
         return 32768 if self.bigram_buckets == -1 else self.bigram_buckets
 
-    def resolved_window_features(self, num_tags=None):
+    def resolved_window_features(self, num_tags=None, num_tokens=None):
         """`window_features`, with -1 (auto) resolved: 0 for classification;
         for tagging 1048576 rows, halved while rows x `num_tags` exceeds
         2**24 scores (7 NER tags: 1048576 rows; 44 POS tags: 262144), so
         that a large tag set does not make a table of tens of millions of
-        weights that every step and checkpoint rewrites."""
+        weights that every step and checkpoint rewrites. With `num_tokens`
+        (the training tokens), also at most the power of two at or above
+        twice the features they hold (7 per token), and at least 4096: a
+        small dataset gets a small table (the built-in corpora are far
+        above the cap)."""
         if self.window_features != -1:
             return self.window_features
         if self.resolved_task != "tag":
@@ -248,6 +257,11 @@ class TrainConfig:
         rows = 1048576
         while num_tags and rows > 4096 and rows * num_tags > 2**24:
             rows //= 2
+        if num_tokens is not None:
+            enough = 4096
+            while enough < 2 * _WINDOW_FEATURES_PER_TOKEN * num_tokens:
+                enough *= 2
+            rows = min(rows, enough)
         return rows
 
     def resolved_window_scale(self):

@@ -219,6 +219,10 @@ class TaggingTask:
         # Token ids of every window, for masked-LM pretraining and probes.
         self.ids = {name: self.sequences[name][0] for name in SPLITS}
 
+    def num_train_tokens(self):
+        """Tokens (pieces, with `[CLS]`/`[SEP]`) of the training windows."""
+        return int(self.ids["train"].row_lengths().numpy().sum())
+
     def build_model(self, encoder_config, encoder):
         allowed = bio_transitions(self.tag_names)[0].tolist() if self.bio else None
         return build_token_classifier(
@@ -227,7 +231,9 @@ class TaggingTask:
             encoder=encoder,
             crf=self.config.crf,
             allowed=allowed,
-            window_buckets=self.config.resolved_window_features(len(self.tag_names)),
+            window_buckets=self.config.resolved_window_features(
+                len(self.tag_names), num_tokens=self.num_train_tokens()
+            ),
             window_scale=self.config.resolved_window_scale(),
         )
 

@@ -96,6 +96,16 @@ def test_window_features_are_for_tagging_only():
     assert TrainConfig(data="peoples-daily-pos").resolved_window_features(44) == 262144
     assert TrainConfig(data="peoples-daily-pos", window_features=2048).resolved_window_features(44) == 2048
     assert TrainConfig().resolved_window_features() == 0
+    # A small training set caps the auto table: a power of two >= 14 per token.
+    ner = TrainConfig(data="peoples-daily-ner")
+    assert ner.resolved_window_features(7, num_tokens=10) == 4096
+    assert ner.resolved_window_features(7, num_tokens=1000) == 16384
+    assert ner.resolved_window_features(7, num_tokens=10**6) == 1048576
+    assert TrainConfig(data="peoples-daily-pos").resolved_window_features(44, num_tokens=10**6) == 262144
+    assert TrainConfig(data="peoples-daily-ner", window_features=2**20).resolved_window_features(7, num_tokens=10) == 2**20
+    with pytest.raises(ConfigError, match="--window-scale has no effect with --window-features 0"):
+        TrainConfig(data="peoples-daily-ner", window_features=0, window_scale=3)
+    assert TrainConfig(data="peoples-daily-ner", window_features=0).window_scale == -1
     with pytest.raises(ConfigError, match=r"--window-scale applies to tagging \(--task tag\) only"):
         TrainConfig(window_scale=10.0)
     for bad in (0, -2.0, float("inf"), True, "10"):

@@ -141,6 +141,21 @@ def test_a_batch_of_one_is_padded_like_its_group(row_sizes, expected):
     assert seen == [expected]
 
 
+def test_a_batch_of_one_skips_the_grouping(monkeypatch):
+    import keras_encoder.export as export
+
+    def grouped(*args):
+        raise AssertionError("a batch of one went through the grouping")
+
+    monkeypatch.setattr(export, "_grouped", grouped)
+    # Eagerly, only the branch taken runs; a row past max_length is cut to it.
+    ids = tf.ragged.constant([list(range(1, 16))], dtype=tf.int32)
+    single = grouped_by_length(row_summary, ids, (3, 6), output_shape=(2,), max_length=12, row_sizes=(1, 2))
+    np.testing.assert_array_equal(single.numpy(), [[78.0, 12.0]])
+    with pytest.raises(AssertionError, match="grouping"):
+        grouped_by_length(row_summary, tf.ragged.constant([[1], [2, 3]], dtype=tf.int32), (3, 6), output_shape=(2,))
+
+
 def test_bounds_past_the_max_length_are_dropped():
     rng = np.random.default_rng(2)
     rows = [rng.integers(1, 50, size=n).tolist() for n in (2, 8, 3, 5, 8)]
@@ -177,8 +192,10 @@ def test_exported_classifier_matches_the_model(tiny_classifier, tmp_path, jit_co
     from keras_encoder.export import export_classifier
 
     model, tokenizer = tiny_classifier
-    # The tokenizer's 16 tokens are below most default bounds: only 16 is used.
-    export_classifier(model, tokenizer, ["neg", "pos"], tmp_path / "export", jit_compile=jit_compile)
+    # Bounds 4 and 8 group these texts; 24 is past the tokenizer's 16 tokens.
+    export_classifier(
+        model, tokenizer, ["neg", "pos"], tmp_path / "export", length_bounds=(4, 8, 24), jit_compile=jit_compile
+    )
     serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
     texts = ["这个手机很好用", "", "质量太差了" * 10, "很好", "还不错 推荐推荐推荐推荐推荐推荐推荐"]
     for batch in (texts, texts[2:3], texts[:1]):
@@ -188,7 +205,7 @@ def test_exported_classifier_matches_the_model(tiny_classifier, tmp_path, jit_co
         np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("row_sizes", [(), (4, 2), (0, 2), (1, 2.5)])
+@pytest.mark.parametrize("row_sizes", [(), (4, 2), (0, 2), (1, 2.5), (True, 2), None])
 def test_export_refuses_bad_row_sizes(tiny_classifier, tmp_path, row_sizes):
     from keras_encoder.export import export_classifier
 

@@ -86,7 +86,8 @@ class TrainConfig:
     # Tagging: linear tag scores of hashed token-window features (each
     # token at offsets -2..2, the pairs around it), added to the encoder's
     # logits from a table of this many rows (0: none). -1: auto, 1048576
-    # for tagging (fewer for large tag sets: see resolved_window_features),
+    # for tagging (fewer for large tag sets or a small training set, at
+    # least 4096: see resolved_window_features),
     # 0 for classification. peoples-daily-ner entity F1: none
     # 0.9304, 262,144 rows 0.9345 (0.9432 at --window-scale 10), 1,048,576
     # rows at --window-scale 10 0.9448.

@@ -105,7 +105,6 @@ def test_window_features_are_for_tagging_only():
     assert TrainConfig(data="peoples-daily-ner", window_features=2**20).resolved_window_features(7, num_tokens=10) == 2**20
     with pytest.raises(ConfigError, match="--window-scale has no effect with --window-features 0"):
         TrainConfig(data="peoples-daily-ner", window_features=0, window_scale=3)
-    assert TrainConfig(data="peoples-daily-ner", window_features=0).window_scale == -1
     with pytest.raises(ConfigError, match=r"--window-scale applies to tagging \(--task tag\) only"):
         TrainConfig(window_scale=10.0)
     for bad in (0, -2.0, float("inf"), True, "10"):

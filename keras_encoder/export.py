@@ -52,8 +52,8 @@ def export_classifier(
 
     With `jit_compile=True` (the default) the model runs compiled by XLA,
     which fuses its many small operations: on CPU a single review is
-    answered in about three quarters of the time. XLA compiles one program per input
-    shape, so each group is padded to its bound (the last to the
+    answered in about three quarters of the time. XLA compiles one program
+    per input shape, so each group is padded to its bound (the last to the
     tokenizer's `sequence_length`) and its row count to a size in
     `row_sizes`; the first call that meets a new shape waits for its
     compilation (a few tenths of a second on CPU) in each process that
@@ -154,9 +154,6 @@ def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0, max_
 
     def run(ids, length):
         dense = ids.to_tensor(default_value=pad_id, shape=None if length is None else [None, length])
-        return call(dense)
-
-    def call(dense):
         if not sizes:
             return fn(dense)
         count = tf.shape(dense)[0]
@@ -173,9 +170,9 @@ def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0, max_
 
     def one_row():
         # A batch of one skips the grouping: the row runs as its group would
-        # (same padding, same truncation, the same shapes reach `fn`).
-        # (The sum is the one row's group, and well defined when `group`'s
-        # static shape is empty.)
+        # (same padding, same truncation, the same shapes reach `fn`). The
+        # sum is that row's group, and stays well defined while tracing for
+        # batches whose static size is 0.
         return tf.switch_case(
             tf.reduce_sum(group), [lambda length=length: run(token_ids, length) for length in group_lengths]
         )

@@ -9,10 +9,11 @@ model's weights. Loading it needs `tensorflow` and `import tensorflow_text`
     serve(tf.constant(["这个手机很好用", ""]))["label"]
 """
 
-import operator
-
 import keras
 import tensorflow as tf
+
+from keras_encoder.data.pipeline import padded_length_bounds
+from keras_encoder.layers.layer_utils import check_positive_int
 
 
 # Serving batches are split by length into these groups (the last bound is
@@ -73,17 +74,14 @@ def export_classifier(
             counts a group is padded to (beyond the largest, to a multiple
             of it). Defaults to `SERVING_ROW_SIZES`.
     """
-    try:
-        sizes = tuple(operator.index(size) for size in row_sizes if not isinstance(size, bool))
-        valid = len(sizes) == len(row_sizes) > 0 and sizes[0] > 0 and list(sizes) == sorted(set(sizes))
-    except TypeError:
-        valid = False
-    if jit_compile and not valid:
-        raise ValueError(
-            "`row_sizes` must be increasing positive integers. "
-            f"Received: row_sizes={row_sizes!r}"
-        )
-    row_sizes = sizes if valid else ()
+    if jit_compile:
+        if not row_sizes or list(row_sizes) != sorted(set(row_sizes)):
+            raise ValueError(
+                "`row_sizes` must be increasing positive integers. "
+                f"Received: row_sizes={row_sizes!r}"
+            )
+        for size in row_sizes:
+            check_positive_int("row_sizes", size)
     labels = tf.constant(list(label_names), dtype=tf.string)
 
     def logits_of(ids):
@@ -92,7 +90,7 @@ def export_classifier(
     fixed_shapes = {}
     if jit_compile:
         logits_of = tf.function(logits_of, jit_compile=True)
-        fixed_shapes = {"max_length": tokenizer.sequence_length, "row_sizes": row_sizes}
+        fixed_shapes = {"max_length": tokenizer.sequence_length, "row_sizes": tuple(row_sizes)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
@@ -145,11 +143,13 @@ def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0, max_
     Returns:
         `fn`'s outputs for all rows, `(B, ...)`, in the order of `token_ids`.
     """
-    bounds = sorted(length_bounds)
     if max_length:
         # Bounds at or past the longest input would only pad beyond it.
-        bounds = [bound for bound in bounds if bound < max_length]
-    group_lengths = [*bounds, max_length] if max_length else [None] * (len(bounds) + 1)
+        group_lengths = list(padded_length_bounds(length_bounds, max_length))
+        bounds = group_lengths[:-1]
+    else:
+        bounds = sorted(length_bounds)
+        group_lengths = [None] * (len(bounds) + 1)
     sizes = sorted(row_sizes or ())
 
     def run(ids, length):

@@ -65,6 +65,12 @@ class WindowFeatureScores(keras.layers.Layer):
         self.scale = float(scale)
         self.supports_masking = True
 
+    @staticmethod
+    def features_per_token(window=2):
+        """Features read per position: the ids at `2 * window + 1` offsets
+        and the two id pairs around it."""
+        return 2 * window + 3
+
     def build(self, input_shape):
         self.table = self.add_weight(
             shape=(self.buckets, self.num_tags), initializer="zeros", name="table"

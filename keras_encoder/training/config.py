@@ -5,14 +5,12 @@ import json
 import os
 
 from keras_encoder.errors import ConfigError
+from keras_encoder.layers import WindowFeatureScores
 from keras_encoder.models import EncoderConfig
 
 TASKS = ("auto", "classify", "tag")
 TAG_SCHEMES = ("auto", "bio", "plain")
 OPTIMIZERS = ("adamw", "sparse_adamw")
-# Features `WindowFeatureScores` (window 2) reads per token: the ids at 5
-# offsets and 2 id pairs.
-_WINDOW_FEATURES_PER_TOKEN = 7
 # Validation scores that can pick the best checkpoint and stop training;
 # losses are minimised, the rest maximised.
 MONITORS = (
@@ -260,7 +258,7 @@ class TrainConfig:
             rows //= 2
         if num_tokens is not None:
             enough = 4096
-            while enough < 2 * _WINDOW_FEATURES_PER_TOKEN * num_tokens:
+            while enough < 2 * WindowFeatureScores.features_per_token() * num_tokens:
                 enough *= 2
             rows = min(rows, enough)
         return rows

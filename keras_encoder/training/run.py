@@ -137,10 +137,10 @@ def run(config: TrainConfig, echo=print):
 
 def _window_metrics(model):
     """Rows and scale of the model's window-feature table, if it has one."""
-    names = [layer.name for layer in model.layers]
-    if "window_scores" not in names:
+    try:
+        layer = model.get_layer("window_scores")
+    except ValueError:
         return {}
-    layer = model.get_layer("window_scores")
     return {"window_features": layer.buckets, "window_scale": layer.scale}
 
 

@@ -6,13 +6,16 @@ Examples:
     python train.py --epochs 3 --layers 1 --run-name quick
     python train.py --data my.csv --text-column review --label-column stars
     python train.py --data peoples-daily-ner          # built-in Chinese NER
-    python train.py --data my_ner.conll --task tag
-    python train.py --config my_run.json --learning-rate 5e-4
+    python train.py --data my_ner.conll               # tagging, picked by the extension
+    python train.py --config logs/reviews/config.json --learning-rate 5e-4
     tensorboard --logdir logs
 
-Every run writes logs/<run-name>/ (config, vocabulary, TensorBoard events,
-checkpoints, metrics.json, a SavedModel in export/). Re-running the same
-command resumes an interrupted run.
+The data picks a preset of defaults (classify, tag-bio or tag-plain; see
+keras_encoder/training/presets.py for each value's reason); flags override
+it. Every run writes logs/<run-name>/ (config.json with every value that
+ran, vocabulary, TensorBoard events, checkpoints, metrics.json, model.keras
+and a SavedModel in export/). Re-running the same command resumes an
+interrupted run.
 """
 
 import argparse
@@ -22,17 +25,20 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Nothing below loads TensorFlow until the flags are parsed.
 from keras_encoder.errors import KerasEncoderError  # noqa: E402
-from keras_encoder.training.config import MONITORS, OPTIMIZERS, TAG_SCHEMES, TASKS, TrainConfig  # noqa: E402
-from keras_encoder.models.config import POOLING_MODES, POSITION_KINDS  # noqa: E402
+from keras_encoder.training import config as config_module  # noqa: E402
+from keras_encoder.training.presets import PRESETS  # noqa: E402
 
 HELP = {
     "data": "built-in corpus (reviews, peoples-daily-ner, peoples-daily-pos), "
-    "a .csv/.tsv/.jsonl file to classify or a CoNLL file to tag",
+    "a .csv/.tsv/.jsonl file to classify or a .conll/.bio file to tag",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",
-    "task": "classify texts, tag tokens, or auto (tag for a tagging corpus or .conll/.bio file)",
-    "tag_scheme": "tagging: bio (entity spans, entity F1), plain (token accuracy) or auto",
+    "preset": "block of defaults; picked by the data: classify for labelled texts, "
+    "tag-bio for BIO entity tags, tag-plain for other tags",
+    "task": "classify texts or tag tokens (set by the preset)",
+    "tag_scheme": "tagging: bio (entity spans, entity F1) or plain (token accuracy); read off the tags",
     "validation_fraction": "fraction held out for early stopping and checkpoints",
     "test_fraction": "fraction held out for the final evaluation",
     "seed": "seed for the split, initialization, dropout and shuffling",
@@ -43,57 +49,63 @@ HELP = {
     "heads": "attention heads (must divide --hidden)",
     "intermediate": "feed-forward width",
     "dropout": "dropout rate",
-    "position": "position information (auto: rotary for tagging, sinusoidal otherwise)",
+    "position": "position information",
     "pooling": "sentence vector: [CLS] position or mean of tokens",
     "norm_first": "pre-norm blocks instead of post-norm",
     "embedding_norm": "LayerNorm on the embeddings, as in BERT",
-    "bigram_buckets": "size of the hashed token-pair embedding table added to "
-    "every token's vector (0: none; -1: 32768)",
+    "bigram_buckets": "rows of the hashed token-pair embedding table added to every token (0: none)",
     "activation": "feed-forward activation",
     "token_dropout": "probability of replacing each training token by [UNK], anew each epoch",
-    "crf": "tagging: a linear-chain CRF on the tag logits (learned transitions, Viterbi "
-    "decoding); --no-crf scores each token on its own",
-    "window_features": "tagging: rows of a hashed table of linear tag scores for "
-    "token-window features, added to the encoder's (0: none; -1: 1048576 for tagging, fewer for over 16 tags or a small training set)",
-    "window_scale": "tagging: learning-rate multiplier of the window-feature table "
-    "(its scores are multiplied by it; -1: 10 for tagging)",
-    "ngram_features": "classification: rows of a hashed table of linear class scores "
-    "for the text's token 1- to 3-grams, added to the encoder's (0 or -1: none)",
-    "pretrain_epochs": "masked-LM pretraining epochs on the training texts first (0: none)",
-    "optimizer": "adamw, or sparse_adamw to update only the embedding rows each batch uses",
-    "ema": "momentum of an exponential moving average of the weights used for "
-    "validation, checkpoints and export (0: off; -1: 0.998 for tagging, off otherwise)",
+    "crf": "tagging: a linear-chain CRF on the tag scores (learned transitions, Viterbi decoding)",
+    "window_features": "tagging: rows of a hashed table of linear tag scores for token-window "
+    "features (0: none; small training sets get fewer)",
+    "window_scale": "tagging: learning-rate multiplier of the window-feature table",
+    "ema": "momentum of a moving average of the weights used for validation, checkpoints "
+    "and export (0: off; small training sets get less)",
     "epochs": "most epochs to train (early stopping may end sooner)",
     "batch_size": "examples per batch",
     "learning_rate": "peak learning rate after warm-up",
     "warmup_fraction": "fraction of steps spent warming up",
     "weight_decay": "AdamW weight decay",
     "patience": "epochs without improvement of --monitor before stopping (0: never)",
-    "monitor": "validation score that picks the best checkpoint and stops training "
-    "(auto: val_loss for classification, val_entity_f1 or val_token_accuracy for tagging)",
+    "monitor": "validation score that picks the best checkpoint and stops training",
     "logdir": "directory that holds run directories",
-    "run_name": "run directory name (default: the data name)",
+    "run_name": "run directory name (default: the data's name)",
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
 }
 CHOICES = {
-    "task": TASKS, "optimizer": OPTIMIZERS, "tag_scheme": TAG_SCHEMES, "monitor": MONITORS, "position": ("auto", *POSITION_KINDS), "pooling": POOLING_MODES,
+    "preset": tuple(PRESETS),
+    "task": config_module.TASKS,
+    "tag_scheme": config_module.TAG_SCHEMES,
+    "monitor": config_module.MONITORS,
+    "position": config_module.POSITION_KINDS,
+    "pooling": config_module.POOLING_MODES,
+    "activation": config_module.ACTIVATIONS,
 }
+
+
+def _default_text(field):
+    """`classify 0.1` or, where presets differ, each preset's value."""
+    values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
+    if field.name in ("preset", "tag_scheme", "run_name"):
+        return None  # picked from the data
+    if len(set(map(repr, values.values()))) == 1:
+        return f"default: {next(iter(values.values()))}"
+    return "default: " + ", ".join(f"{value} ({name})" for name, value in values.items())
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Defaults: " + ", ".join(
-            f"--{f.name.replace('_', '-')} {f.default}" for f in dataclasses.fields(TrainConfig)
-            if f.default != ""
-        ),
+        epilog=__doc__.split("\n\n", 1)[1],
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE.json", help="start from this config; flags override it")
-    for field in dataclasses.fields(TrainConfig):
+    for field in dataclasses.fields(config_module.TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{HELP[field.name]} (default: {field.default!r})"
+        default = _default_text(field)
+        help_text = HELP[field.name] + (f" ({default})" if default else "")
         if isinstance(field.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:
@@ -108,12 +120,11 @@ def main(argv=None):
     flags = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config_file = flags.pop("config", None)
-        values = TrainConfig.from_json_file(config_file).to_dict() if config_file else {}
+        values = config_module.TrainConfig.read_json_file(config_file) if config_file else {}
         values.update(flags)
-        config = TrainConfig.from_dict(values)
-        from keras_encoder.training import run  # TensorFlow loads here, after flags
+        from keras_encoder.training import train  # TensorFlow loads here, after flags
 
-        run(config)
+        train(values)
     except KerasEncoderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,28 +1,39 @@
-"""Transformer encoders for text, as Keras 3 layers and models.
+"""Transformer encoders for text, as Keras 3 layers and task models.
 
-`keras_encoder.layers` and `keras_encoder.models` use `keras.ops` only and
-run on any Keras backend; `keras_encoder.text`, `.data`, `.training` and
-`.export` use TensorFlow (tf.data, tensorflow-text, SavedModel) and are
-imported on demand. `keras_encoder.optimizers` (`SparseAdamW`) is imported
-here on the TensorFlow backend, so that `.keras` models compiled with it
-load after `import keras_encoder`.
+`keras_encoder.layers` and the backbone in `keras_encoder.models` use
+`keras.ops` only; the task models, `keras_encoder.text`, `.data`,
+`.training` and `.export` use TensorFlow (tf.data, tensorflow-text,
+SavedModel).
+
+Submodules load on first use (`keras_encoder.models.EncoderClassifier`),
+so that `python train.py --help` answers without loading TensorFlow. When
+Keras is already imported, `import keras_encoder` registers the layers and
+models at once, so that `keras.models.load_model` finds them.
 """
 
 __version__ = "0.1.0"
 
-import keras
+import importlib
+import sys
 
-from keras_encoder import layers, models
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 
-if keras.backend.backend() == "tensorflow":
-    from keras_encoder import optimizers  # noqa: F401  (registers SparseAdamW)
+_SUBMODULES = ("data", "export", "layers", "models", "text", "training")
+
+if "keras" in sys.modules:
+    from keras_encoder import layers, models  # noqa: F401
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_encoder.{name}")
+    raise AttributeError(f"module 'keras_encoder' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
     "DataError",
     "KerasEncoderError",
-    "layers",
-    "models",
     "__version__",
+    *_SUBMODULES,
 ]

@@ -28,18 +28,17 @@ SERVING_LENGTH_BOUNDS = (24, 40, 56, 80)
 SERVING_ROW_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 
 
-def export_classifier(
+def classifier_serving(
     model,
     tokenizer,
     label_names,
-    path,
     length_bounds=SERVING_LENGTH_BOUNDS,
     jit_compile=True,
     row_sizes=SERVING_ROW_SIZES,
 ):
-    """Write a SavedModel whose `serving_default` classifies raw strings.
+    """The serving function of a classifier: raw strings in, predictions out.
 
-    The signature takes a 1-D `tf.string` tensor named `text` and returns
+    `serve` is a `tf.function` for a SavedModel's `serving_default`. It takes a 1-D `tf.string` tensor named `text` and returns
     `probabilities` float32 `(B, C)`, `label_id` int32 `(B,)` and `label`
     string `(B,)`. Empty strings and strings longer than the tokenizer's
     `sequence_length` are valid input (the latter are truncated, as in
@@ -61,10 +60,9 @@ def export_classifier(
     loads the SavedModel. A batch of one text skips the grouping.
 
     Args:
-        model: a classifier from `build_classifier` (logits output).
+        model: a Keras model from token ids `(B, T)` to logits `(B, C)`.
         tokenizer: the `keras_encoder.text.Tokenizer` used in training.
         label_names: list of class names, in class-id order.
-        path: output directory.
         length_bounds: tuple of int. Token counts that separate the groups;
             `()` runs the whole batch at once. Bounds at or above the
             tokenizer's `sequence_length` are ignored.
@@ -111,11 +109,7 @@ def export_classifier(
             "label": tf.gather(labels, label_id),
         }
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(tokenizer)
-    archive.add_endpoint("serving_default", serve)
-    archive.write_out(str(path), verbose=False)
+    return serve
 
 
 def grouped_by_length(fn, token_ids, length_bounds, output_shape, pad_id=0, max_length=None, row_sizes=None):
@@ -300,47 +294,39 @@ def bio_entities(units, tags, starts, ends, unit):
     }
 
 
-def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
-    """Write a SavedModel whose `serving_default` tags raw strings.
+def tagger_serving(tag_fn, tag_names, scheme="bio", unit="char"):
+    """The serving function of a tagger: raw strings in, tags and spans out.
 
-    The signature takes a 1-D `tf.string` tensor named `text`. The text is
-    cut into units as in training (`split_units`: characters or
-    whitespace-separated words); a sentence of any length is tagged whole
-    (long ones in several windows). BIO tags are decoded as the most
-    probable valid BIO sequence (`constrained_decode`), as in evaluation, and
-    a model with a `ChainCRF` layer with its learned transitions (Viterbi);
-    `tag_probability` is the softmax of the logits at each chosen tag. Outputs, padded per batch (strings with
-    `""`, offsets with `-1`):
+    `serve` is a `tf.function` for a SavedModel's `serving_default`. It
+    takes a 1-D `tf.string` tensor named `text`. The text is cut into units
+    (`split_units`: characters or whitespace-separated words) and `tag_fn`
+    tags them. Outputs, padded per batch (strings with `""`, offsets with
+    `-1`):
 
     - `tokens` `(B, U)` string, `tags` `(B, U)` string, `tag_probability`
-      `(B, U)` float32, `token_start`/`token_end` `(B, U)` int32 character
-      offsets, `num_tokens` `(B,)` int32;
+      `(B, U)` float32 (the softmax of the logits at each chosen tag),
+      `token_start`/`token_end` `(B, U)` int32 character offsets,
+      `num_tokens` `(B,)` int32;
     - for a BIO tag set also `entity_text`, `entity_type` `(B, E)` string,
       `entity_start`/`entity_end` `(B, E)` int32 character offsets (end
       exclusive), `num_entities` `(B,)` int32.
 
     Args:
-        model: a token classifier from `build_token_classifier`.
-        tokenizer: the `keras_encoder.text.Tokenizer` used in training.
+        tag_fn: ragged `(B, U)` unit strings to `(logits, tag_ids)`,
+            ragged `(B, U, K)` float32 and `(B, U)` int32.
         tag_names: list of tag strings, in tag-id order.
-        path: output directory.
         scheme: `"bio"` or `"plain"`.
         unit: `"char"` or `"word"`.
     """
-    from keras_encoder.data.pipeline import decode_tags, tag_logits
-    from keras_encoder.models import find_crf
-
     names = tf.constant(list(tag_names), dtype=tf.string)
-    crf = find_crf(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         units, starts, ends = split_units(text, unit)
-        logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))  # (B, U, K)
+        logits, tag_ids = tag_fn(units)  # (B, U, K), (B, U)
         probabilities = tf.nn.softmax(logits.values, axis=-1)  # (units, K)
-        tag_ids = decode_tags(logits, tag_names, bio=scheme == "bio", crf=crf).values
-        tags = units.with_values(tf.gather(names, tag_ids))
-        confidence = units.with_values(tf.gather(probabilities, tag_ids, batch_dims=1))
+        tags = units.with_values(tf.gather(names, tag_ids.values))
+        confidence = units.with_values(tf.gather(probabilities, tag_ids.values, batch_dims=1))
         outputs = {
             "tokens": units.to_tensor(""),
             "tags": tags.to_tensor(""),
@@ -360,8 +346,17 @@ def export_tagger(model, tokenizer, tag_names, path, scheme="bio", unit="char"):
             )
         return outputs
 
+    return serve
+
+
+def write_saved_model(path, serve, *trackables):
+    """Write a SavedModel at `path` whose `serving_default` is `serve`.
+
+    `trackables` (the model, the tokenizer) are saved with it: their
+    variables and lookup tables.
+    """
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(tokenizer)
+    for trackable in trackables:
+        archive.track(trackable)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(str(path), verbose=False)

@@ -62,16 +62,11 @@ def _sliced_rows(arrays, shuffle, seed):
     )
 
 
-def _batched(dataset, lengths, batch_size, bucket_boundaries, pad_to=None):
+def _batched(dataset, lengths, batch_size, bucket_boundaries):
     """Pad into batches, grouped by length; the batch count is declared.
 
     Knowing the count up front gives Keras a progress bar with an ETA and
     lets `fit` restart the dataset each epoch without `steps_per_epoch`.
-
-    `pad_to` (the sequence length): pad every batch up to the smallest
-    bucket bound (or `pad_to`) that holds it, instead of to its longest
-    sequence, so that batches come in a few fixed shapes, which is what
-    XLA compilation (`jit_compile`) needs to compile each shape once.
     """
     lengths = np.asarray(lengths)
     padded_shapes = tf.nest.map_structure(
@@ -91,10 +86,6 @@ def _batched(dataset, lengths, batch_size, bucket_boundaries, pad_to=None):
             bucket_boundaries=list(bucket_boundaries),
             bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
             padded_shapes=padded_shapes,
-        )
-    if pad_to:
-        dataset = dataset.map(
-            _pad_to_bound(bucket_boundaries, pad_to), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
@@ -121,29 +112,12 @@ def _with_token_dropout(dataset, rate, unk_id, first_regular_id, seed):
 
 
 def padded_length_bounds(bucket_boundaries, sequence_length):
-    """The fixed padded lengths `pad_to` gives: bucket bounds below the length, and it."""
+    """Fixed padded lengths: the bucket bounds below `sequence_length`, and it.
+
+    The serving export pads each length group to one of these, so that an
+    XLA-compiled model sees a few shapes only.
+    """
     return tuple(sorted({b for b in bucket_boundaries if b < sequence_length} | {sequence_length}))
-
-
-def _pad_to_bound(bucket_boundaries, sequence_length):
-    bounds = tf.constant(padded_length_bounds(bucket_boundaries, sequence_length), tf.int32)
-
-    def pad(*batch):
-        length = tf.shape(tf.nest.flatten(batch)[0])[1]
-        index = tf.minimum(
-            tf.searchsorted(bounds, length[tf.newaxis], side="left")[0], tf.size(bounds) - 1
-        )
-        extra = tf.maximum(bounds[index] - length, 0)
-
-        def pad_one(tensor):
-            if tensor.shape.rank is None or tensor.shape.rank < 2:
-                return tensor  # per-example values, such as class labels
-            paddings = [[0, 0], [0, extra]] + [[0, 0]] * (tensor.shape.rank - 2)
-            return tf.pad(tensor, paddings)
-
-        return tf.nest.map_structure(pad_one, batch if len(batch) > 1 else batch[0])
-
-    return pad
 
 
 def masked_lm_dataset(
@@ -154,7 +128,6 @@ def masked_lm_dataset(
     seed=None,
     mask_rate=0.15,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
-    pad_to=None,
 ):
     """Batches for `build_masked_lm`: `(inputs, mask_ids, mask_weights)`.
 
@@ -181,7 +154,6 @@ def masked_lm_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
-        pad_to,
     )
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -193,7 +165,6 @@ def classification_dataset(
     shuffle=False,
     seed=None,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
-    pad_to=None,
     token_dropout=0.0,
     unk_id=UNK_ID,
     first_regular_id=FIRST_REGULAR_ID,
@@ -209,10 +180,6 @@ def classification_dataset(
         seed: int or `None`. Seed of the shuffle and of token dropout.
         bucket_boundaries: tuple of int. Length bucket bounds; `()` pads
             every batch to its own longest sequence without grouping.
-        pad_to: int or `None`. The sequence length: pad each batch up to
-            its bucket's bound (or this length) instead of its longest
-            sequence, for a few fixed shapes under `jit_compile`. `None`
-            pads to the longest sequence of the batch.
         token_dropout: float in `[0, 1)`. For training batches (callers
             pass 0 for evaluation): the probability that each token with
             id >= `first_regular_id` is replaced by `unk_id`, drawn anew each
@@ -229,7 +196,6 @@ def classification_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
-        pad_to,
     )
     dataset = _with_token_dropout(dataset, token_dropout, unk_id, first_regular_id, seed)
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -303,7 +269,7 @@ def chunk_pieces(pieces, window, *aligned):
     return (cut(flat.values), chunk_rows, *(cut(values) for values in aligned))
 
 
-def _with_special(tokenizer, chunks, first=None, last=None):
+def with_special_tokens(tokenizer, chunks, first=None, last=None):
     # [CLS] chunk [SEP] (or the given fill values around a label chunk).
     rows = chunks.nrows()
     first = tokenizer.cls_id if first is None else first
@@ -311,28 +277,6 @@ def _with_special(tokenizer, chunks, first=None, last=None):
     before = tf.fill([rows, 1], tf.cast(first, chunks.dtype))
     after = tf.fill([rows, 1], tf.cast(last, chunks.dtype))
     return tf.concat([before, chunks, after], axis=1)
-
-
-def tag_logits(model, tokenizer, pieces):
-    """Per-unit tag logits from a token classifier, however long the sentence.
-
-    Args:
-        model: a `build_token_classifier` model.
-        tokenizer: the tokenizer it was trained with; its
-            `sequence_length` sets the chunk size.
-        pieces: int32 `tf.RaggedTensor` `(B, U, P)`.
-
-    Returns:
-        float32 `tf.RaggedTensor` `(B, U, num_tags)`: the logits at each
-        unit's first piece.
-    """
-    chunks, _ = chunk_pieces(pieces, tokenizer.sequence_length - 2)
-    token_ids = _with_special(tokenizer, chunks).to_tensor(default_value=tokenizer.pad_id)
-    logits = tf.cast(model(token_ids, training=False), tf.float32)  # (C, T, K)
-    # Drop [CLS], [SEP] and padding; what is left is in sentence order.
-    piece_logits = tf.RaggedTensor.from_tensor(logits[:, 1:], lengths=chunks.row_lengths()).values
-    unit_logits = tf.boolean_mask(piece_logits, first_piece_flags(pieces).flat_values)
-    return tf.RaggedTensor.from_row_splits(unit_logits, pieces.row_splits)
 
 
 def tagging_sequences(tokenizer, pieces, tag_ids):
@@ -349,9 +293,9 @@ def tagging_sequences(tokenizer, pieces, tag_ids):
         pieces, tokenizer.sequence_length - 2, labels, weights
     )
     return (
-        _with_special(tokenizer, chunks),
-        _with_special(tokenizer, label_chunks, 0, 0),
-        _with_special(tokenizer, weight_chunks, 0.0, 0.0),
+        with_special_tokens(tokenizer, chunks),
+        with_special_tokens(tokenizer, label_chunks, 0, 0),
+        with_special_tokens(tokenizer, weight_chunks, 0.0, 0.0),
     )
 
 
@@ -361,7 +305,6 @@ def tagging_dataset(
     shuffle=False,
     seed=None,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
-    pad_to=None,
     token_dropout=0.0,
     unk_id=UNK_ID,
     first_regular_id=FIRST_REGULAR_ID,
@@ -370,7 +313,7 @@ def tagging_dataset(
 
     Args:
         sequences: the triple from `tagging_sequences`.
-        batch_size, shuffle, seed, bucket_boundaries, pad_to, token_dropout,
+        batch_size, shuffle, seed, bucket_boundaries, token_dropout,
             unk_id, first_regular_id: as in `classification_dataset`; a
             dropped token keeps its tag, so it must be tagged from context.
     """
@@ -379,118 +322,6 @@ def tagging_dataset(
         sequences[0].row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
-        pad_to,
     )
     dataset = _with_token_dropout(dataset, token_dropout, unk_id, first_regular_id, seed)
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def bio_transitions(tag_names):
-    """Which BIO tag may follow which: `(allowed (K, K) bool, start (K,) bool)`.
-
-    `I-X` may only follow `B-X` or `I-X`, and may not start a sentence;
-    every other move is allowed.
-    """
-    names = list(tag_names)
-    allowed = np.ones((len(names), len(names)), dtype=bool)
-    start = np.ones(len(names), dtype=bool)
-    for current, tag in enumerate(names):
-        if tag.startswith("I-"):
-            start[current] = False
-            for previous, before in enumerate(names):
-                allowed[previous, current] = before in (f"B-{tag[2:]}", tag)
-    return allowed, start
-
-
-def constrained_decode(logits, tag_names, crf=None):
-    """Most probable tag sequence that is valid BIO (Viterbi), per sentence.
-
-    Per-unit argmax can produce sequences such as `B-LOC I-PER I-LOC`,
-    which decode into fragments; this picks, for each sentence, the valid
-    sequence with the highest sum of per-unit log-probabilities. Where the
-    argmax sequence is valid, it is the result.
-
-    Args:
-        logits: float `tf.RaggedTensor` `(B, U, K)` from `tag_logits`.
-        tag_names: list of K BIO tags, in tag-id order.
-        crf: optional `keras_encoder.layers.ChainCRF` the model was trained
-            with: its learned transition, start and end scores are added to
-            the raw logits (and BIO still forbids what it forbids).
-
-    Returns:
-        int32 `tf.RaggedTensor` `(B, U)` of tag ids.
-    """
-    allowed, start = bio_transitions(tag_names)
-    transitions = tf.constant(np.where(allowed, 0.0, -1e9), tf.float32)  # (K, K)
-    start_scores = tf.constant(np.where(start, 0.0, -1e9), tf.float32)  # (K,)
-    if crf is None:
-        return viterbi_decode(logits, transitions, start_scores, normalize=True)
-    learned, learned_start, learned_end = crf.decode_scores()
-    return viterbi_decode(logits, transitions + learned, start_scores + learned_start, learned_end)
-
-
-def decode_tags(logits, tag_names, bio=False, crf=None):
-    """Tag ids `(B, U)` from `tag_logits`: per-unit argmax, BIO-constrained
-    Viterbi (`bio`), and/or the model's `ChainCRF` scores (`crf`)."""
-    if bio:
-        return constrained_decode(logits, tag_names, crf)
-    if crf is not None:
-        return viterbi_decode(logits, *crf.decode_scores())
-    return logits.with_values(tf.argmax(logits.values, axis=-1, output_type=tf.int32))
-
-
-def viterbi_decode(logits, transitions, start_scores=None, end_scores=None, normalize=False):
-    """Highest-scoring tag sequence per sentence under transition scores.
-
-    A sequence's score is the sum of its per-unit scores (the logits, or
-    their log-softmax with `normalize`), of `transitions[previous, next]`
-    for each consecutive pair, `start_scores[first]` and `end_scores[last]`.
-
-    Args:
-        logits: float `tf.RaggedTensor` `(B, U, K)`.
-        transitions: float `(K, K)`.
-        start_scores, end_scores: float `(K,)`, or None for zeros.
-        normalize: bool. Score units by log-softmax of the logits.
-
-    Returns:
-        int32 `tf.RaggedTensor` `(B, U)` of tag ids.
-    """
-    transitions = tf.cast(transitions, tf.float32)
-    num_tags = int(transitions.shape[-1])
-    start_scores = tf.zeros([num_tags]) if start_scores is None else tf.cast(start_scores, tf.float32)
-    end_scores = tf.zeros([num_tags]) if end_scores is None else tf.cast(end_scores, tf.float32)
-    lengths = logits.row_lengths()
-    emissions = tf.cast(logits.to_tensor(), tf.float32)  # (B, T, K)
-    if normalize:
-        emissions = tf.nn.log_softmax(emissions, axis=-1)
-    # At least one step, so empty batches and sentences need no special case.
-    emissions = tf.pad(emissions, [[0, 0], [0, tf.maximum(1 - tf.shape(emissions)[1], 0)], [0, 0]])
-    steps = tf.shape(emissions)[1]
-    live = tf.sequence_mask(lengths, steps)  # (B, T)
-    identity = tf.broadcast_to(tf.range(num_tags), tf.shape(emissions[:, 0]))
-
-    def forward(score, inputs):
-        emission, alive = inputs  # (B, K), (B,)
-        candidates = score[:, :, None] + transitions[None]  # (B, K prev, K)
-        best_previous = tf.argmax(candidates, axis=1, output_type=tf.int32)
-        updated = tf.reduce_max(candidates, axis=1) + emission
-        # Past a sentence's end the score and the path stay as they are.
-        return (
-            tf.where(alive[:, None], updated, score),
-            tf.where(alive[:, None], best_previous, identity),
-        )
-
-    first = emissions[:, 0] + start_scores
-    time_major = (tf.transpose(emissions[:, 1:], [1, 0, 2]), tf.transpose(live[:, 1:]))
-    step_scores, backpointers = tf.scan(
-        lambda carry, inputs: forward(carry[0], inputs), time_major, initializer=(first, identity)
-    )  # (T-1, B, K) each
-    scores = tf.concat([first[None], step_scores], axis=0)[-1] + end_scores
-    last = tf.argmax(scores, axis=-1, output_type=tf.int32)  # (B,)
-
-    def backward(tag, pointers):
-        return tf.gather(pointers, tag, batch_dims=1)
-
-    earlier = tf.scan(backward, backpointers, initializer=last, reverse=True)  # (T-1, B)
-    path = tf.concat([tf.transpose(earlier), last[:, None]], axis=1)  # (B, T)
-    return tf.RaggedTensor.from_tensor(path, lengths=lengths)

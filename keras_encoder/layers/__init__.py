@@ -1,11 +1,10 @@
 """Keras layers for Transformer encoders: attention, positions, blocks."""
 
 from keras_encoder.layers.attention import MultiHeadSelfAttention
-from keras_encoder.layers.crf import ChainCRF, ChainCRFLoss
+from keras_encoder.layers.crf import ChainCRF
 from keras_encoder.layers.embedding import TokenAndPositionEmbedding
 from keras_encoder.layers.encoder_block import TransformerEncoderBlock
 from keras_encoder.layers.masking import merge_masks
-from keras_encoder.layers.ngram import NgramFeatureScores
 from keras_encoder.layers.pooling import SequencePooling
 from keras_encoder.layers.window import WindowFeatureScores
 from keras_encoder.layers.position import (
@@ -16,10 +15,8 @@ from keras_encoder.layers.position import (
 
 __all__ = [
     "ChainCRF",
-    "ChainCRFLoss",
     "LearnedPositionEmbedding",
     "MultiHeadSelfAttention",
-    "NgramFeatureScores",
     "RotaryEmbedding",
     "SequencePooling",
     "SinusoidalPositionEncoding",

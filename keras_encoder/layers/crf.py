@@ -25,8 +25,8 @@ class ChainCRF(keras.layers.Layer):
     holds the `(K, K)` transition, `(K,)` start and `(K,)` end scores and
     passes the emission scores (the tag logits) through unchanged, so a
     model's output, its Keras mask and everything that reads tag logits
-    stay as they were. Train with `ChainCRFLoss(layer)`; decode with
-    `keras_encoder.data.pipeline.viterbi_decode` and `decode_scores()`.
+    stay as they were. `EncoderTagger` trains it with `log_likelihood` (in
+    its `compute_loss`) and decodes with `decode_scores()` (Viterbi).
 
     Positions whose weight is 0 (padding, `[CLS]`/`[SEP]`, the second and
     later word pieces of a word) are skipped: the chain links the labelled
@@ -36,7 +36,7 @@ class ChainCRF(keras.layers.Layer):
         num_tags: int. Number of tags `K`.
         allowed: optional `(K, K)` nested list of bools, `allowed[i][j]`
             whether tag `j` may follow tag `i` (e.g. from
-            `keras_encoder.data.pipeline.bio_transitions`). A forbidden move
+            `keras_encoder.models.tagger.bio_transitions`). A forbidden move
             gets a fixed score of -1e4 in training and decoding; the
             default allows every move.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
@@ -164,44 +164,3 @@ class ChainCRF(keras.layers.Layer):
             }
         )
         return config
-
-
-@keras.saving.register_keras_serializable(package="keras_encoder")
-class ChainCRFLoss(keras.losses.Loss):
-    """Negative log-likelihood of the gold tag sequences under a `ChainCRF`.
-
-    Summed over sequences and divided by the number of weighted positions,
-    so its scale matches a per-token cross-entropy averaged over labelled
-    tokens. `sample_weight` `(B, T)` marks the labelled positions (1) and the
-    skipped ones (0); without it every non-masked position counts.
-
-    Args:
-        crf: the model's `ChainCRF` layer, whose scores the loss reads (and
-            trains).
-        name: string. Defaults to `"chain_crf_loss"`.
-
-    A model loaded from a `.keras` file gets this loss without its layer
-    (a loss cannot refer to a layer in a saved config); compile it again
-    with `ChainCRFLoss(model.get_layer(...))` to train further.
-    """
-
-    def __init__(self, crf=None, name="chain_crf_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.crf = crf
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if self.crf is None:
-            raise ValueError(
-                "ChainCRFLoss has no ChainCRF layer (a loaded model's loss loses it); "
-                "compile with ChainCRFLoss(model.get_layer(<crf layer name>))."
-            )
-        weights = sample_weight
-        if weights is None:
-            mask = getattr(y_pred, "_keras_mask", None)
-            weights = ops.ones(ops.shape(y_true)) if mask is None else ops.cast(mask, "float32")
-        weights = ops.cast(weights, "float32")
-        log_likelihood = self.crf.log_likelihood(y_pred, y_true, weights)
-        return -ops.sum(log_likelihood) / ops.maximum(ops.sum(ops.cast(weights > 0, "float32")), 1.0)
-
-    def get_config(self):
-        return {"name": self.name}

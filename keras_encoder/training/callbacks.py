@@ -5,6 +5,8 @@ Both run after an epoch, outside the training step: the attention maps use
 fixed sentences, and the confusion matrix one pass over the validation set.
 """
 
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -123,67 +125,6 @@ def predict_labels(model, dataset):
     return np.concatenate(labels), np.concatenate(predictions)
 
 
-class TagPredictor:
-    """Predicted tags for sentences of units, windowed as in training and export.
-
-    Sentences are batched by length (then put back in order) and run
-    through one traced function per model: tokenization, windowing
-    (`tag_logits`) and the argmax all happen in the graph.
-
-    Args:
-        tokenizer: the `keras_encoder.text.Tokenizer` of the model.
-        tag_names: list of tag strings, in tag-id order.
-        bio: bool. Decode the most probable valid BIO sequence
-            (`constrained_decode`) instead of each unit's most probable tag.
-            A model with a `ChainCRF` layer is decoded with its learned
-            transitions (Viterbi) either way.
-        batch_size: int. Sentences per call.
-    """
-
-    def __init__(self, tokenizer, tag_names, bio=False, batch_size=128):
-        self.tokenizer = tokenizer
-        self.tag_names = list(tag_names)
-        self.bio = bio
-        self.batch_size = batch_size
-        self._model = None
-        self._function = None
-
-    def _compiled(self, model):
-        if model is not self._model:
-            from keras_encoder.data.pipeline import decode_tags, tag_logits
-            from keras_encoder.models import find_crf
-
-            tokenizer, tag_names, bio = self.tokenizer, self.tag_names, self.bio
-            crf = find_crf(model)
-
-            @tf.function(
-                input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)],
-                reduce_retracing=True,
-            )
-            def predict(units):
-                logits = tag_logits(model, tokenizer, tokenizer.tokenize_units(units))
-                return decode_tags(logits, tag_names, bio=bio, crf=crf)
-
-            self._model, self._function = model, predict
-        return self._function
-
-    def __call__(self, model, sentences):
-        """List of tag lists, aligned with `sentences` (lists of unit strings)."""
-        predict = self._compiled(model)
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        result = [None] * len(sentences)
-        for start in range(0, len(order), self.batch_size):
-            chosen = order[start : start + self.batch_size]
-            flat = [unit for i in chosen for unit in sentences[i]]
-            units = tf.RaggedTensor.from_row_lengths(
-                tf.constant(flat, tf.string, shape=[len(flat)]),
-                tf.constant([len(sentences[i]) for i in chosen], tf.int64),
-            )
-            for i, ids in zip(chosen, predict(units).to_list()):
-                result[i] = [self.tag_names[t] for t in ids]
-        return result
-
-
 class TaggingMetricsCallback(keras.callbacks.Callback):
     """Validation tagging scores and a tag confusion matrix, once per epoch.
 
@@ -196,16 +137,14 @@ class TaggingMetricsCallback(keras.callbacks.Callback):
 
     Args:
         log_dir: string. Directory of the event file.
-        predictor: a `TagPredictor`.
         units, tags: the validation sentences and their true tags.
         tag_names: list of tag strings.
         bio: bool. Whether the tags are BIO (adds entity scores).
     """
 
-    def __init__(self, log_dir, predictor, units, tags, tag_names, bio):
+    def __init__(self, log_dir, units, tags, tag_names, bio):
         super().__init__()
         self.log_dir = log_dir
-        self.predictor = predictor
         self.units = units
         self.tags = tags
         self.tag_names = list(tag_names)
@@ -218,7 +157,7 @@ class TaggingMetricsCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from keras_encoder.training.metrics import tagging_report
 
-        predicted = self.predictor(self.model, self.units)
+        predicted = self.model.tag_units(self.units)  # an EncoderTagger
         report = tagging_report(self.tags, predicted, self.tag_names, self.bio)
         scores = {"val_token_accuracy": report["token_accuracy"]}
         if self.bio:
@@ -239,3 +178,40 @@ class TaggingMetricsCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `seconds` to the epoch logs (TensorBoard: `epoch_seconds`)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
+class RawWeightsBack(keras.callbacks.Callback):
+    """Ends `keras.callbacks.SwapEMAWeights(swap_on_epoch=True)`'s swap early.
+
+    `SwapEMAWeights` puts the averaged weights into the model at each
+    epoch's end, for validation and the callbacks after it (scores,
+    pictures, the best checkpoint), and swaps back at the next epoch's
+    start. Placed before `keras.callbacks.BackupAndRestore`, this callback
+    swaps back at once, so the backup holds the raw weights and the average
+    and a resumed run continues exactly as an uninterrupted one would.
+    Keras offers no public switch for this, so it calls the swap callback's
+    own (private) swap; `tests/training/test_ema.py` pins the behaviour.
+
+    Args:
+        swap: the fit's `keras.callbacks.SwapEMAWeights`.
+    """
+
+    def __init__(self, swap):
+        super().__init__()
+        self.swap = swap
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.swap._ema_weights_in_model:
+            self.swap._swap_variables()
+            self.swap._ema_weights_in_model = False

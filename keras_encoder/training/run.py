@@ -1,15 +1,16 @@
-"""`run(config)`: one training run from data to SavedModel.
+"""`train(values)` and `run(config)`: one training run, from data to SavedModel.
 
 Every run owns one directory, `<logdir>/<run-name>/`:
 
-    config.json        the resolved TrainConfig
+    config.json        every value the run used (the preset, overridden)
     vocab.txt          tokenizer vocabulary (+ tokenizer.json)
     train/ validation/ TensorBoard event files: curves, attention maps,
-                       confusion matrices
+                       confusion matrices; the run directory itself holds
+                       the HParams summary (config and test scores)
     history.csv        one row per finished epoch
-    checkpoints/       best.keras (best by --monitor)
+    checkpoints/       best.keras (best by the monitored validation score)
     backup/            resume state while training is unfinished
-    model.keras        the best model, after training
+    model.keras        the best task model, after training
     export/            SavedModel taking raw strings
     metrics.json       test-split results; written last, it marks success
 
@@ -18,43 +19,103 @@ config (from its last finished epoch); a finished run, or an unfinished
 run of another config, is left alone and the new run gets a numbered name.
 """
 
-import csv
-import json
 import os
 import shutil
-import time
-import zipfile
 
 import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 
-from keras_encoder.data.pipeline import masked_lm_dataset
-from keras_encoder.errors import KerasEncoderError
-from keras_encoder.models import build_encoder, build_masked_lm
-from keras_encoder.optimizers import SparseAdamW
+from keras_encoder.errors import ConfigError, KerasEncoderError
+from keras_encoder.models import build_encoder
 from keras_encoder.text import Tokenizer
-from keras_encoder.training.callbacks import AttentionMapCallback
+from keras_encoder.training.callbacks import AttentionMapCallback, EpochTimer, RawWeightsBack
 from keras_encoder.training.config import TrainConfig
-from keras_encoder.training.tasks import make_task
+from keras_encoder.training.optimizer import make_optimizer
+from keras_encoder.training.presets import PRESETS, fitted_to_data, preset_for
+from keras_encoder.training.run_dir import (
+    METRICS_FILE,
+    best_epoch,
+    is_complete_zip,
+    open_run_dir,
+    read_history,
+    read_json,
+    write_json,
+)
+from keras_encoder.training.tasks import load_task, task_of
 
-METRICS_FILE = "metrics.json"
 STATE_FILE = "state.json"
 
 
-def run(config: TrainConfig, echo=print):
-    """Train, evaluate on the test split and export; return the metrics dict."""
+def train(values, echo=print):
+    """Train from flag values: the data picks the preset, `values` override it.
+
+    Args:
+        values: dict of `TrainConfig` fields (flags, a `--config` file);
+            what is not given comes from the preset.
+        echo: function that prints a progress line.
+
+    Returns:
+        The metrics dict of `run`.
+    """
+    values = dict(values)
+    data = values.get("data", TrainConfig.data)
+    preset = values.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}. Received: {preset!r}")
+    kind = task_of(data, values.get("task") or (PRESETS[preset]["task"] if preset else None))
+    task = load_task(
+        data,
+        kind,
+        text_column=values.get("text_column", TrainConfig.text_column),
+        label_column=values.get("label_column", TrainConfig.label_column),
+        tag_scheme=values.get("tag_scheme", ""),
+        validation_fraction=values.get("validation_fraction", PRESETS["classify"]["validation_fraction"]),
+        test_fraction=values.get("test_fraction", PRESETS["classify"]["test_fraction"]),
+        seed=values.get("seed", PRESETS["classify"]["seed"]),
+        echo=echo,
+    )
+    preset = preset or preset_for(task.name, task.scheme)
+    if PRESETS[preset]["task"] != task.name:
+        raise ConfigError(
+            f"--preset {preset} is for {PRESETS[preset]['task']} but --data {data} is a "
+            f"{task.name} task; choose a preset for {task.name}."
+        )
+    batch_size = values.get("batch_size", PRESETS[preset]["batch_size"])
+    defaults = fitted_to_data({**PRESETS[preset], "batch_size": batch_size}, **task.data_sizes())
+    config = TrainConfig.from_dict(
+        {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
+    )
+    echo(f"Preset {preset}; every value this run uses goes to config.json")
+    return run(config, task=task, echo=echo)
+
+
+def run(config: TrainConfig, task=None, echo=print):
+    """Train, evaluate on the test split and export; return the metrics dict.
+
+    Args:
+        config: a `TrainConfig`; every value is used as it is.
+        task: the loaded data (`keras_encoder.training.tasks.load_task`),
+            if already read; otherwise read from `config`.
+        echo: function that prints a progress line.
+    """
     config.validate()
     keras.utils.set_random_seed(config.seed)
 
     # === Data (errors surface before anything is written) ===
-    task = make_task(config, echo)
-    monitor = task.monitor(config.monitor)  # (name, "min" or "max")
+    if task is None:
+        task = load_task(
+            config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
+            config.validation_fraction, config.test_fraction, config.seed, echo,
+        )
+    monitor = task.monitor(config.monitor, crf=config.crf)  # (name, "min" or "max")
     sizes = task.sizes()
     echo(
         f"Split (seed {config.seed}): {sizes['train']} train, "
         f"{sizes['validation']} validation, {sizes['test']} test"
     )
 
-    run_dir, resumed = _open_run_dir(config, echo)
+    run_dir, resumed = open_run_dir(config, echo)
 
     # === Tokenizer: learned on the training split only ===
     if resumed and os.path.exists(os.path.join(run_dir, "vocab.txt")):
@@ -67,26 +128,18 @@ def run(config: TrainConfig, echo=print):
         )
         tokenizer.save(run_dir)
     echo(f"Vocabulary: {tokenizer.vocabulary_size} tokens (learned on the train split)")
-    task.prepare(tokenizer)
+    task.prepare(tokenizer, config)
 
-    # === Training: optional masked-LM pretraining, then fine-tuning ===
+    # === Training ===
     state_path = os.path.join(run_dir, STATE_FILE)
-    state = _read_json(state_path) or {}
-    encoder_config = config.encoder_config(tokenizer.vocabulary_size, task.name)
-    pretrained_path = os.path.join(run_dir, "pretrain", "encoder.weights.h5")
-    if config.pretrain_epochs and not state.get("pretrained"):
-        _pretrain(config, encoder_config, run_dir, tokenizer, task.ids, pretrained_path, echo)
-        state["pretrained"] = True
-        _write_json(state_path, state)
+    state = read_json(state_path) or {}
     if not state.get("trained"):
-        encoder = build_encoder(encoder_config)
-        if config.pretrain_epochs:
-            encoder.load_weights(pretrained_path)
-        _fit(config, task, task.build_model(encoder_config, encoder), run_dir, tokenizer, monitor, echo)
+        backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
+        model = task.build_model(config, backbone, task.preprocessor(tokenizer))
+        _fit(config, task, model, run_dir, tokenizer, monitor, echo)
         state["trained"] = True
-        _write_json(state_path, state)
-    history = _read_history(run_dir)
-    pretrain_history = _read_history(os.path.join(run_dir, "pretrain"))
+        write_json(state_path, state)
+    history = read_history(run_dir)
 
     # === Evaluation on the held-out test split, with the best weights ===
     model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
@@ -96,11 +149,12 @@ def run(config: TrainConfig, echo=print):
     model.save(os.path.join(run_dir, "model.keras"))
     export_dir = os.path.join(run_dir, "export")
     shutil.rmtree(export_dir, ignore_errors=True)
-    task.export(model, export_dir)
+    model.export(export_dir)
 
-    best = _best_epoch(history, monitor)
+    best = best_epoch(history, monitor)
     metrics = {
         "task": task.name,
+        "preset": config.preset,
         **task_metrics,
         "num_train": sizes["train"],
         "num_validation": sizes["validation"],
@@ -110,19 +164,13 @@ def run(config: TrainConfig, echo=print):
         "best_val_loss": min((row["val_loss"] for row in history), default=None),
         "monitor": monitor[0],
         f"best_{monitor[0]}": best.get(monitor[0]),
-        "pretrain_epochs_run": len(pretrain_history),
-        "train_seconds": round(
-            sum(row.get("seconds", 0.0) for row in history + pretrain_history), 1
-        ),
+        "train_seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),
         "vocabulary_size": tokenizer.vocabulary_size,
-        "position": encoder_config.position,
         "parameters": int(model.count_params()),
-        # What the auto (-1) settings resolved to in this run.
-        "ema_momentum": config.resolved_ema(int(task.datasets["train"].cardinality())),
-        **_window_metrics(model),
         "data": task.data.stats,
     }
-    _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    _write_hparams(run_dir, config, metrics)
+    write_json(os.path.join(run_dir, METRICS_FILE), metrics)
 
     echo("")
     echo(
@@ -135,116 +183,35 @@ def run(config: TrainConfig, echo=print):
     return metrics
 
 
-def _window_metrics(model):
-    """Rows and scale of the model's window-feature table, if it has one."""
-    try:
-        layer = model.get_layer("window_scores")
-    except ValueError:
-        return {}
-    return {"window_features": layer.buckets, "window_scale": layer.scale}
-
-
-def _optimizer(config, steps_per_epoch, epochs, ema=False):
-    """AdamW (or `SparseAdamW`) with linear warm-up and cosine decay over the stage.
-
-    With `ema` (and a positive `config.resolved_ema()`) the optimizer also keeps an
-    exponential moving average of the weights (`use_ema`).
-    """
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = int(config.warmup_fraction * total_steps)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(total_steps - warmup_steps, 1),
-        warmup_target=config.learning_rate,
-        warmup_steps=warmup_steps,
-    )
-    optimizer_class = SparseAdamW if config.optimizer == "sparse_adamw" else keras.optimizers.AdamW
-    momentum = config.resolved_ema(steps_per_epoch)
-    use_ema = bool(ema and momentum)
-    optimizer = optimizer_class(
-        learning_rate=schedule,
-        weight_decay=config.weight_decay,
-        clipnorm=1.0,
-        use_ema=use_ema,
-        ema_momentum=momentum if use_ema else 0.99,
-    )
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
-
-
-def _stage_callbacks(stage_dir, ema_swap=None):
-    """What every training stage records: time, history, curves, resume state.
-
-    `ema_swap`: the fit's `SwapEMAWeights(swap_on_epoch=True)`, which puts
-    the averaged weights in the model at each epoch's end for the callbacks
-    before these; they go back before the backup, so that resuming
-    continues from the raw weights and the average, as an uninterrupted run
-    would.
-    """
-    return [
-        _EpochTimer(),
-        keras.callbacks.CSVLogger(os.path.join(stage_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=stage_dir, write_graph=False),
-        *([_RawWeightsBack(ema_swap)] if ema_swap is not None else []),
-        # Two generations, so a kill while writing one leaves the other.
-        keras.callbacks.BackupAndRestore(os.path.join(stage_dir, "backup"), double_checkpoint=True),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-
-
-def _pretrain(config, encoder_config, run_dir, tokenizer, ids, weights_path, echo):
-    """Masked-LM pretraining of the encoder on the training texts only."""
-    stage_dir = os.path.dirname(weights_path)
-    os.makedirs(stage_dir, exist_ok=True)
-    encoder = build_encoder(encoder_config)
-    model = build_masked_lm(encoder_config, encoder=encoder)
-    train = masked_lm_dataset(ids["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed)
-    validation = masked_lm_dataset(ids["validation"], tokenizer, config.batch_size, seed=config.seed)
-    model.compile(
-        optimizer=_optimizer(config, int(train.cardinality()), config.pretrain_epochs),
-        jit_compile=False,  # see _fit
-        # Average over masked tokens only, not over the padded prediction slots.
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    done = len(_read_history(stage_dir))
-    echo(
-        f"Pretraining (masked LM) for {config.pretrain_epochs} epochs of "
-        f"{int(train.cardinality())} batches"
-        + (f", resuming after epoch {done}" if done else "")
-    )
-    model.fit(
-        train,
-        epochs=config.pretrain_epochs,
-        validation_data=validation,
-        callbacks=_stage_callbacks(stage_dir),
-        shuffle=False,  # the dataset shuffles itself
-        verbose=_verbosity(),
-    )
-    encoder.save_weights(weights_path)
+def _write_hparams(run_dir, config, metrics):
+    """The config and the final scores, for TensorBoard's HParams dashboard."""
+    scores = {
+        key: value
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        and (key.startswith(("test_", "best_")) or key in ("epochs_run", "train_seconds", "parameters"))
+    }
+    with tf.summary.create_file_writer(run_dir).as_default():
+        hparams_api.hparams(config.to_dict(), trial_id=os.path.basename(run_dir))
+        for key, value in scores.items():
+            tf.summary.scalar(f"hparams/{key}", value, step=0)
 
 
 def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
-    """Fine-tune the task model; keep the checkpoint best by `monitor`."""
+    """Train the task model; keep the checkpoint best by `monitor`."""
     steps_per_epoch = int(task.datasets["train"].cardinality())
     # No XLA: length-bucketed batches come in many shapes, each of which XLA
     # would compile anew (Keras' "auto" turns it on wherever a GPU is seen),
     # and on CPU even a fixed set of bucket shapes trained slower under XLA
     # (BENCHMARKS.md).
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch, config.epochs, ema=True),
-        jit_compile=False,
-        **task.compile_args(model),
-    )
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
 
-    history = _read_history(run_dir)
+    history = read_history(run_dir)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     best_path = os.path.join(checkpoint_dir, "best.keras")
     monitor_name, mode = monitor
-    best_so_far = _best_epoch(history, monitor).get(monitor_name)
-    if os.path.exists(best_path) and not _is_complete_zip(best_path):
+    best_so_far = best_epoch(history, monitor).get(monitor_name)
+    if os.path.exists(best_path) and not is_complete_zip(best_path):
         # Killed while the checkpoint was being written: start the best anew.
         os.remove(best_path)
         best_so_far = None
@@ -252,13 +219,13 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
     probe_ids, probe_tokens = _probe_sentences(
         tokenizer, task.ids["validation"], config.probe_sentences
     )
-    # With --ema, validation sees the averaged weights (SwapEMAWeights swaps
-    # them in around every evaluation) and so, from each epoch's end until
-    # the backup, do the callbacks in between: pictures, scores and the
-    # best checkpoint. Picture callbacks come before the recording ones:
-    # they add validation scores (macro-F1, entity F1) to the epoch logs
-    # that the recording callbacks then write.
-    ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.resolved_ema() else None
+    # With a weight average, validation sees the averaged weights
+    # (SwapEMAWeights swaps them in around every evaluation) and so, from
+    # each epoch's end until the backup, do the callbacks in between:
+    # pictures, scores and the best checkpoint. Picture callbacks come
+    # before the recording ones: they add validation scores (macro-F1,
+    # entity F1) to the epoch logs that the recording callbacks then write.
+    ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
     callbacks = [
         *([ema_swap] if ema_swap is not None else []),
         *task.callbacks(run_dir),
@@ -270,7 +237,13 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        *_stage_callbacks(run_dir, ema_swap),
+        EpochTimer(),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=run_dir, write_graph=False),
+        *([RawWeightsBack(ema_swap)] if ema_swap is not None else []),
+        # Two generations, so a kill while writing one leaves the other.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
     ]
     if config.patience:
         callbacks.append(
@@ -287,46 +260,13 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
         validation_data=task.datasets["validation"],
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself
-        verbose=_verbosity(),
+        verbose=2 if os.environ.get("CI") else 1,  # a live bar for people, a line per epoch in CI
     )
     if not os.path.exists(best_path):
         raise KerasEncoderError(
             f"Training produced no checkpoint: {monitor_name} was never finite. "
             "Try a lower --learning-rate."
         )
-
-
-def _verbosity():
-    # A live progress bar for people; one line per epoch in CI logs.
-    return 2 if os.environ.get("CI") else 1
-
-
-class _RawWeightsBack(keras.callbacks.Callback):
-    """Undoes `SwapEMAWeights(swap_on_epoch=True)`'s epoch-end swap early.
-
-    SwapEMAWeights would swap back at the next epoch's start; doing it here
-    means the callbacks after this one (the backup) see the raw weights.
-    """
-
-    def __init__(self, swap):
-        super().__init__()
-        self.swap = swap
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.swap._ema_weights_in_model:
-            self.swap._swap_variables()
-            self.swap._ema_weights_in_model = False
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Adds `seconds` to the epoch logs (TensorBoard: `epoch_seconds`; summed into train_seconds)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["seconds"] = time.perf_counter() - self._start
 
 
 def _probe_sentences(tokenizer, validation_ids, count):
@@ -337,78 +277,3 @@ def _probe_sentences(tokenizer, validation_ids, count):
         chosen = list(range(min(count, len(lengths))))
     token_ids = [validation_ids[index].numpy() for index in chosen]
     return token_ids, [tokenizer.id_to_token(ids) for ids in token_ids]
-
-
-def _open_run_dir(config, echo):
-    """Return `(run_dir, resumed)`, creating the directory for a new run."""
-    base = os.path.join(config.logdir, config.resolved_run_name)
-    wanted = config.to_dict()
-    for number in range(1, 10_000):
-        run_dir = base if number == 1 else f"{base}-{number}"
-        if not os.path.exists(run_dir):
-            break
-        if os.path.exists(os.path.join(run_dir, METRICS_FILE)):
-            continue  # finished: never touched again
-        previous = _read_json(os.path.join(run_dir, "config.json"))
-        if previous == wanted:
-            echo(f"Resuming the unfinished run in {run_dir}")
-            return run_dir, True
-    if number > 1:
-        echo(f"{base} holds another run; this one goes to {run_dir}")
-    os.makedirs(run_dir)
-    with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as handle:
-        handle.write(config.to_json())
-    return run_dir, False
-
-
-def _read_history(run_dir):
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    # An epoch redone after an interruption appears twice: keep the last.
-    by_epoch = {}
-    for row in rows:
-        try:
-            values = {key: float(value) for key, value in row.items() if value not in ("", "NA", None)}
-            if "val_loss" in values:
-                by_epoch[int(values["epoch"])] = values
-        except (KeyError, TypeError, ValueError):
-            continue  # a row cut short by a kill
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
-
-
-def _best_epoch(history, monitor):
-    """The history row best by `monitor` (`(name, mode)`), or `{}`."""
-    name, mode = monitor
-    rows = [row for row in history if name in row]
-    if not rows:
-        return {}
-    pick = min if mode == "min" else max
-    return pick(rows, key=lambda row: row[name])
-
-
-def _is_complete_zip(path):
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path, values):
-    """Write atomically: a crash leaves the old file or none, never half."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(temporary, path)

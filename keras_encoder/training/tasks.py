@@ -1,64 +1,70 @@
-"""What differs between tasks in a training run: data, head, metrics, export.
+"""What a training run does differently per task: data, model, scores.
 
-`run()` drives a task through the same steps whatever it is:
+`run()` drives either task through the same steps:
 
-    task = make_task(config, echo)   # read and split the data (no files yet)
-    task.texts("train")              # texts the vocabulary is learned from
-    task.prepare(tokenizer)          # token ids and tf.data pipelines
-    task.build_model(encoder_config, encoder) ; task.compile_args(model)
-    task.callbacks(run_dir)          # validation pictures and metrics
-    task.evaluate(model)             # test-split metrics for metrics.json
-    task.export(model, path)         # raw-string SavedModel
+    task = load_task(config.data, ...)  # read and split the data (no files yet)
+    task.texts("train")                 # texts the vocabulary is learned from
+    task.prepare(tokenizer, config)     # token ids and tf.data pipelines
+    task.build_model(config, backbone, preprocessor)   # the task model
+    task.callbacks(run_dir)             # validation pictures and scores
+    task.evaluate(model)                # test-split scores for metrics.json
+
+The task models themselves own their loss, decoding and export.
 """
 
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_encoder.data import load_classification_data, split_dataset
 from keras_encoder.data.pipeline import (
-    bio_transitions,
     classification_dataset,
     tagging_dataset,
     tagging_sequences,
     tokenize_all,
     tokenize_units_all,
 )
-from keras_encoder.data.tagging import TAGGING_CORPORA, load_tagging_data, split_sentences
+from keras_encoder.data.tagging import (
+    TAGGING_CORPORA,
+    TAGGING_EXTENSIONS,
+    load_tagging_data,
+    split_sentences,
+)
 from keras_encoder.errors import ConfigError, DataError
-from keras_encoder.export import export_classifier, export_tagger
-from keras_encoder.layers import ChainCRFLoss
-from keras_encoder.models import build_classifier, build_token_classifier, find_crf
+from keras_encoder.models import EncoderClassifier, EncoderPreprocessor, EncoderTagger
 from keras_encoder.training.callbacks import (
     ConfusionMatrixCallback,
-    TagPredictor,
     TaggingMetricsCallback,
     predict_labels,
 )
-from keras_encoder.training.keras_metrics import WeightedTokenAccuracy
-from keras_encoder.training.metrics import (
-    classification_report,
-    confusion_matrix,
-    tagging_report,
-)
+from keras_encoder.training.metrics import classification_report, confusion_matrix, tagging_report
 
 SPLITS = ("train", "validation", "test")
 
 
-def make_task(config, echo=print):
-    if config.resolved_task == "tag":
-        return TaggingTask(config, echo)
-    if config.data in TAGGING_CORPORA:
-        raise ConfigError(
-            f"--data {config.data} is a tagging corpus; use it with --task tag (or --task auto)."
-        )
-    return ClassificationTask(config, echo)
+def task_of(data, task=None):
+    """`"tag"` for a tagging corpus or a `.conll`/`.bio` file, else `"classify"`
+    (or `task`, when given)."""
+    if task:
+        return task
+    extension = os.path.splitext(str(data))[1].lower()
+    return "tag" if data in TAGGING_CORPORA or extension in TAGGING_EXTENSIONS else "classify"
 
 
-def _monitor(wanted, default, available, kind):
-    name = default if wanted == "auto" else wanted
+def load_task(data, task, text_column="text", label_column="label", tag_scheme="",
+              validation_fraction=0.1, test_fraction=0.1, seed=1234, echo=print):
+    """Read and split the data: a `ClassificationTask` or a `TaggingTask`."""
+    if task == "tag":
+        return TaggingTask(data, tag_scheme, validation_fraction, test_fraction, seed, echo)
+    if data in TAGGING_CORPORA:
+        raise ConfigError(f"--data {data} is a tagging corpus; use it with a tagging preset.")
+    return ClassificationTask(
+        data, text_column, label_column, validation_fraction, test_fraction, seed, echo
+    )
+
+
+def _monitor_check(name, available, kind):
     if name not in available:
         raise ConfigError(
             f"--monitor {name} is not computed for {kind}; choose one of {', '.join(available)}."
@@ -85,20 +91,20 @@ def _check_splits(splits, total, source):
 
 
 class ClassificationTask:
-    """One label per text: pooled encoder output -> class logits."""
+    """One label per text: `EncoderClassifier`, scored by accuracy and macro-F1."""
 
     name = "classify"
     example_noun = "examples"
+    scheme = ""
 
-    def __init__(self, config, echo):
-        self.config = config
-        self.data = load_classification_data(config.data, config.text_column, config.label_column)
+    def __init__(self, data, text_column, label_column, validation_fraction, test_fraction, seed, echo):
+        self.data = load_classification_data(data, text_column, label_column)
         echo(self.data.summary())
         self.splits = split_dataset(
             self.data,
-            validation_fraction=config.validation_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
         )
         _check_splits(self.splits, len(self.data), self.data.source)
         self.label_names = self.data.label_names
@@ -106,39 +112,44 @@ class ClassificationTask:
     def sizes(self):
         return {name: len(self.splits[name]) for name in SPLITS}
 
+    def data_sizes(self):
+        """What the presets adapt to: training examples."""
+        return {"num_train_examples": len(self.splits["train"])}
+
     def texts(self, split):
         return self.splits[split].texts
 
-    def prepare(self, tokenizer):
-        """Token ids per split (ragged, for pretraining and probes) and batches."""
+    def prepare(self, tokenizer, config):
+        """Token ids per split (ragged, for probes) and batches."""
         self.tokenizer = tokenizer
         self.ids = {name: tokenize_all(tokenizer, part.texts) for name, part in self.splits.items()}
         self.datasets = {
             name: classification_dataset(
                 self.ids[name],
                 self.splits[name].labels,
-                self.config.batch_size,
+                config.batch_size,
                 shuffle=name == "train",
-                seed=self.config.seed,
-                **_token_dropout(self.config, tokenizer, name),
+                seed=config.seed,
+                **_token_dropout(config, tokenizer, name),
             )
             for name in SPLITS
         }
 
-    def build_model(self, encoder_config, encoder):
-        return build_classifier(
-            encoder_config, len(self.label_names), encoder=encoder, ngram_buckets=self.config.resolved_ngram_features()
+    def build_model(self, config, backbone, preprocessor):
+        return EncoderClassifier(
+            backbone,
+            num_classes=len(self.label_names),
+            preprocessor=preprocessor,
+            label_names=self.label_names,
+            dropout=config.dropout,
         )
 
-    def monitor(self, wanted):
-        """`(name, mode)` of the validation score for `--monitor wanted`."""
-        return _monitor(wanted, "val_loss", ("val_loss", "val_accuracy", "val_macro_f1"), "classification")
+    def preprocessor(self, tokenizer):
+        return EncoderPreprocessor(tokenizer)
 
-    def compile_args(self, model):
-        return {
-            "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        }
+    def monitor(self, name, crf=False):
+        """`(name, mode)` of the validation score `name`."""
+        return _monitor_check(name, ("val_loss", "val_accuracy", "val_macro_f1"), "classification")
 
     def callbacks(self, run_dir):
         return [
@@ -161,12 +172,9 @@ class ClassificationTask:
         line = f"Test accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
         return metrics, line
 
-    def export(self, model, path):
-        export_classifier(model, self.tokenizer, self.label_names, path)
-
 
 class TaggingTask:
-    """One tag per unit (character or word): sequence output -> tag logits.
+    """One tag per unit (character or word): `EncoderTagger`.
 
     BIO tag sets are scored by entity F1 (exact spans), others by token
     accuracy; both count each labelled unit once, never padding or
@@ -176,27 +184,35 @@ class TaggingTask:
     name = "tag"
     example_noun = "sentences"
 
-    def __init__(self, config, echo):
-        self.config = config
-        self.data = load_tagging_data(config.data, scheme=config.tag_scheme)
+    def __init__(self, data, tag_scheme, validation_fraction, test_fraction, seed, echo):
+        self.data = load_tagging_data(data, scheme=tag_scheme or "auto")
         echo(self.data.summary())
         self.splits = split_sentences(
             self.data,
-            validation_fraction=config.validation_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
         )
         _check_splits(self.splits, len(self.data), self.data.source)
         self.tag_names = self.data.tag_names
-        self.bio = self.data.scheme == "bio"
+        self.scheme = self.data.scheme
+        self.bio = self.scheme == "bio"
 
     def sizes(self):
         return {name: len(self.splits[name]) for name in SPLITS}
 
+    def data_sizes(self):
+        """What the presets adapt to: training sentences, units and tags."""
+        return {
+            "num_train_examples": len(self.splits["train"]),
+            "num_train_units": self.splits["train"].num_units,
+            "num_tags": len(self.tag_names),
+        }
+
     def texts(self, split):
         return self.splits[split].texts()
 
-    def prepare(self, tokenizer):
+    def prepare(self, tokenizer, config):
         self.tokenizer = tokenizer
         self.sequences = {}
         self.datasets = {}
@@ -211,71 +227,49 @@ class TaggingTask:
             self.sequences[name] = tagging_sequences(tokenizer, pieces, tag_ids)
             self.datasets[name] = tagging_dataset(
                 self.sequences[name],
-                self.config.batch_size,
+                config.batch_size,
                 shuffle=name == "train",
-                seed=self.config.seed,
-                **_token_dropout(self.config, tokenizer, name),
+                seed=config.seed,
+                **_token_dropout(config, tokenizer, name),
             )
-        # Token ids of every window, for masked-LM pretraining and probes.
+        # Token ids of every window, for the attention probes.
         self.ids = {name: self.sequences[name][0] for name in SPLITS}
 
-    def num_train_tokens(self):
-        """Tokens (pieces, with `[CLS]`/`[SEP]`) of the training windows."""
-        return int(self.ids["train"].row_lengths().numpy().sum())
+    def preprocessor(self, tokenizer):
+        return EncoderPreprocessor(tokenizer, unit=self.data.unit)
 
-    def build_model(self, encoder_config, encoder):
-        allowed = bio_transitions(self.tag_names)[0].tolist() if self.bio else None
-        return build_token_classifier(
-            encoder_config,
-            len(self.tag_names),
-            encoder=encoder,
-            crf=self.config.crf,
-            allowed=allowed,
-            window_buckets=self.config.resolved_window_features(
-                len(self.tag_names), num_tokens=self.num_train_tokens()
-            ),
-            window_scale=self.config.resolved_window_scale(),
+    def build_model(self, config, backbone, preprocessor):
+        return EncoderTagger(
+            backbone,
+            self.tag_names,
+            preprocessor=preprocessor,
+            scheme=self.scheme,
+            crf=config.crf,
+            window_features=config.window_features,
+            window_scale=config.window_scale,
+            dropout=config.dropout,
         )
 
-    def monitor(self, wanted):
-        """`(name, mode)` of the validation score for `--monitor wanted`."""
-        # With --crf the per-token argmax `accuracy` is not computed: the
+    def monitor(self, name, crf=True):
+        """`(name, mode)` of the validation score `name`."""
+        # With a CRF the per-token argmax `accuracy` is not computed: the
         # CRF's emission scores alone are not its predictions.
-        scores = ("val_loss", "val_token_accuracy") + (() if self.config.crf else ("val_accuracy",))
+        scores = ("val_loss", "val_token_accuracy") + (() if crf else ("val_accuracy",))
         if self.bio:
-            return _monitor(wanted, "val_entity_f1", scores + ("val_entity_f1",), "BIO tagging")
-        return _monitor(wanted, "val_token_accuracy", scores, "tagging without BIO tags")
-
-    def compile_args(self, model):
-        # Batches carry per-token weights (1 at each unit's first piece, 0
-        # elsewhere): the loss is averaged over labelled units only (and the
-        # CRF chains labelled units only).
-        crf = find_crf(model)
-        return {
-            "loss": ChainCRFLoss(crf)
-            if crf is not None
-            else keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            ),
-            "weighted_metrics": [] if crf is not None else [WeightedTokenAccuracy(name="accuracy")],
-        }
+            return _monitor_check(name, scores + ("val_entity_f1",), "BIO tagging")
+        return _monitor_check(name, scores, "tagging without BIO tags")
 
     def callbacks(self, run_dir):
         part = self.splits["validation"]
         return [
             TaggingMetricsCallback(
-                os.path.join(run_dir, "validation"),
-                TagPredictor(self.tokenizer, self.tag_names, bio=self.bio),
-                part.units,
-                part.tags,
-                self.tag_names,
-                bio=self.bio,
+                os.path.join(run_dir, "validation"), part.units, part.tags, self.tag_names, bio=self.bio
             )
         ]
 
     def evaluate(self, model):
         part = self.splits["test"]
-        predicted = TagPredictor(self.tokenizer, self.tag_names, bio=self.bio)(model, part.units)
+        predicted = model.tag_units(part.units)
         report = tagging_report(part.tags, predicted, self.tag_names, self.bio)
         metrics = {
             "test_token_accuracy": report["token_accuracy"],
@@ -297,10 +291,3 @@ class TaggingTask:
                 f"token accuracy {report['token_accuracy']:.4f}"
             )
         return metrics, line
-
-    def export(self, model, path):
-        export_tagger(
-            model, self.tokenizer, self.tag_names, path, scheme=self.data.scheme, unit=self.data.unit
-        )
-
-

@@ -1,0 +1,180 @@
+"""`EncoderTask`: what every task model shares (backbone, preprocessor, presets)."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_encoder.errors import ConfigError
+
+
+class EncoderTask(keras.Model):
+    """Base class of the task models: a functional head on a backbone.
+
+    A task model is a functional `keras.Model` from the backbone's
+    `token_ids` to the task's outputs, and it owns the rest of the task:
+    its `preprocessor` (an `EncoderPreprocessor`: raw strings to token
+    ids), its `compile()` defaults, its loss, what `predict` returns for
+    raw text, and `export(path)`, a SavedModel that takes raw strings.
+
+    `fit`, `evaluate` and `predict` take raw strings when the model has a
+    preprocessor (a list, a NumPy array of `str`, or a `tf.data.Dataset`
+    of strings); anything else (token ids, a dataset of token-id batches)
+    goes to Keras as it is.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+    @property
+    def backbone(self):
+        """The functional encoder (`build_encoder`) this task wraps."""
+        return self._backbone
+
+    @backbone.setter
+    def backbone(self, value):
+        self._backbone = value
+
+    @property
+    def preprocessor(self):
+        """The `EncoderPreprocessor`, or `None`."""
+        return self._preprocessor
+
+    @preprocessor.setter
+    def preprocessor(self, value):
+        self._preprocessor = value
+
+    def _require_preprocessor(self, what):
+        if self.preprocessor is None:
+            raise ValueError(
+                f"{type(self).__name__}.{what} needs a preprocessor (the tokenizer) to read raw "
+                "text; pass `preprocessor=EncoderPreprocessor(tokenizer)` when building the model."
+            )
+        return self.preprocessor
+
+    def _text_batches(self, x, y=None, sample_weight=None, batch_size=None, shuffle=False):
+        """Raw strings to a dataset of preprocessed batches (or `None` if `x` is not text)."""
+        if not _is_text(x):
+            return None
+        preprocessor = self._require_preprocessor("fit/evaluate")
+        if isinstance(x, tf.data.Dataset):
+            dataset = x
+        else:
+            parts = tuple(
+                part for part in (np.asarray(x, dtype=object).astype(str), y, sample_weight)
+                if part is not None
+            )
+            dataset = tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else parts[0])
+            if shuffle:
+                dataset = dataset.shuffle(len(x), reshuffle_each_iteration=True)
+            dataset = dataset.batch(batch_size or 32)
+
+        def preprocess(text, *rest):
+            return (preprocessor(text), *rest)
+
+        return dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=None, **kwargs):
+        dataset = self._text_batches(x, y, kwargs.pop("sample_weight", None), batch_size, shuffle is not False)
+        if validation_data is not None and _is_text(validation_data[0] if isinstance(validation_data, tuple) else validation_data):
+            validation_data = self._text_batches(*_unpack(validation_data), batch_size=batch_size)
+        if dataset is None:
+            if shuffle is not None:
+                kwargs["shuffle"] = shuffle
+            elif isinstance(x, tf.data.Dataset):
+                kwargs["shuffle"] = False  # a dataset shuffles itself
+            return super().fit(x, y, batch_size=batch_size, validation_data=validation_data, **kwargs)
+        return super().fit(dataset, validation_data=validation_data, shuffle=False, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        dataset = self._text_batches(x, y, kwargs.pop("sample_weight", None), batch_size)
+        if dataset is None:
+            return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+        return super().evaluate(dataset, **kwargs)
+
+    def compile_from_config(self, config):
+        # A `.keras` file stores what `compile()` resolved its "auto"
+        # arguments to; a loss of None is the tagger's CRF loss, which
+        # lives in `compute_loss`, so it comes back as "auto".
+        config = keras.saving.deserialize_keras_object(config)
+        if config.get("loss") is None:
+            config["loss"] = "auto"
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "preprocessor"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """Load a trained task model from a run directory.
+
+        Args:
+            preset: string. A run directory of `python train.py`
+                (`logs/<run>`, holding `model.keras`), or a `.keras` file.
+            **kwargs: unused for now; reserved for heads built on a
+                pretrained backbone.
+
+        Returns:
+            The model, with its preprocessor.
+        """
+        path = os.path.join(preset, "model.keras") if os.path.isdir(preset) else preset
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"{preset}: no model.keras here. Give a finished run directory "
+                "(logs/<run>/, written by python train.py) or a .keras file."
+            )
+        if kwargs:
+            raise ConfigError(
+                f"{cls.__name__}.from_preset({preset!r}) takes no other arguments for a "
+                f"trained model. Received: {', '.join(sorted(kwargs))}"
+            )
+        model = keras.models.load_model(path)
+        if not isinstance(model, cls):
+            raise ConfigError(
+                f"{path} holds a {type(model).__name__}, not a {cls.__name__}."
+            )
+        return model
+
+
+def _is_text(x):
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        first = spec[0] if isinstance(spec, tuple) else spec
+        return isinstance(first, tf.TensorSpec) and first.dtype == tf.string
+    if isinstance(x, str):
+        return True
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], str):
+        return True
+    if isinstance(x, np.ndarray) and x.dtype.kind in "UO" and x.size and isinstance(x.flat[0], str):
+        return True
+    return isinstance(x, tf.Tensor) and x.dtype == tf.string
+
+
+def _unpack(data):
+    if isinstance(data, tuple):
+        return data
+    return (data,)
+
+
+def text_list(texts):
+    """A 1-D list of `str` from a string, a list, an array or a tensor."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, tf.Tensor):
+        texts = texts.numpy()
+    return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in np.asarray(texts, dtype=object).ravel()]

@@ -11,40 +11,25 @@ only, and scores the test split.
 Needs scikit-learn (`pip install -e .[bench]`).
 """
 
-import argparse
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
-from sklearn.metrics import f1_score
 
-# Lets the script run from a checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import text_baseline  # noqa: E402  (puts the checkout on sys.path)
 
 from keras_encoder.data import load_reviews  # noqa: E402
-from keras_encoder.data import split_dataset  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--seed", type=int, default=1234, help="split seed (default 1234)"
-    )
-    parser.add_argument(
-        "--json", type=Path, help="also write the numbers to this JSON file"
-    )
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", *sys.argv])
+    args = text_baseline.parser(__doc__.splitlines()[0]).parse_args(argv)
 
     data = load_reviews()
-    parts = split_dataset(
-        data, validation_fraction=0.1, test_fraction=0.1, seed=args.seed
-    )
+    parts = text_baseline.split(data, args.seed)
     train, test = parts["train"], parts["test"]
 
     start = time.perf_counter()
@@ -54,37 +39,19 @@ def main(argv=None):
     predicted = classifier.predict(vectorizer.transform(test.texts))
     seconds = time.perf_counter() - start
 
+    test_scores = text_baseline.scores(test.labels, predicted)
     results = {
-        "command": command,
+        "command": text_baseline.command_line(),
         "corpus": data.summary(),
         "seed": args.seed,
         "model": 'TfidfVectorizer(analyzer="char", ngram_range=(1, 3)) + '
         "LogisticRegression(max_iter=1000)",
         "split_sizes": {name: len(part) for name, part in parts.items()},
-        "test_accuracy": round(
-            float(accuracy_score(test.labels, predicted)), 4
-        ),
-        "test_macro_f1": round(
-            float(f1_score(test.labels, predicted, average="macro")), 4
-        ),
+        "test_accuracy": test_scores["accuracy"],
+        "test_macro_f1": test_scores["macro_f1"],
         "fit_and_predict_seconds": round(seconds, 1),
     }
-
-    print(f"command:   {results['command']}")
-    print(f"corpus:    {results['corpus']}")
-    sizes = results["split_sizes"]
-    print(
-        f"split:     seed {args.seed}: train {sizes['train']}, "
-        f"validation {sizes['validation']}, test {sizes['test']}"
-    )
-    print(f"model:     {results['model']}")
-    print(f"accuracy:  {results['test_accuracy']:.4f} (test)")
-    print(f"macro-F1:  {results['test_macro_f1']:.4f} (test)")
-    print(f"time:      {results['fit_and_predict_seconds']} s fit + predict")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    text_baseline.report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ from keras_encoder.data.classification import load_classification_data
 from keras_encoder.data.classification import load_reviews
 from keras_encoder.data.classification import read_labeled_file
 from keras_encoder.data.classification import split_dataset
+from keras_encoder.data.wordnet import load_wordnet_supersenses
 
 __all__ = [
     "BUILTIN_CORPORA",
     "TextClassificationData",
     "load_classification_data",
     "load_reviews",
+    "load_wordnet_supersenses",
     "read_labeled_file",
     "split_dataset",
 ]

@@ -30,7 +30,7 @@ import numpy as np
 from keras_encoder.errors import ConfigError
 from keras_encoder.errors import DataError
 
-BUILTIN_CORPORA = ("reviews",)
+BUILTIN_CORPORA = ("reviews", "wordnet-supersenses")
 
 _CSV_EXTENSIONS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSONL_EXTENSIONS = (".jsonl", ".ndjson")
@@ -191,9 +191,11 @@ def load_classification_data(
 
     Args:
         name_or_path: str or path-like. `"reviews"` (the built-in Chinese
-            product reviews, see `load_reviews`) or the path of a CSV, TSV
-            or JSON Lines file (see `read_labeled_file`). A built-in name
-            wins over a file of the same name in the working directory.
+            product reviews, see `load_reviews`), `"wordnet-supersenses"`
+            (English WordNet glosses, see `load_wordnet_supersenses`) or
+            the path of a CSV, TSV or JSON Lines file (see
+            `read_labeled_file`). A built-in name wins over a file of the
+            same name in the working directory.
         text_column: str. Text column of a file. Defaults to `"text"`.
         label_column: str. Label column of a file. Defaults to `"label"`.
 
@@ -202,6 +204,11 @@ def load_classification_data(
     """
     if name_or_path == "reviews":
         return load_reviews()
+    if name_or_path == "wordnet-supersenses":
+        # Imported here: keras_encoder.data.wordnet imports this module.
+        from keras_encoder.data.wordnet import load_wordnet_supersenses
+
+        return load_wordnet_supersenses()
     name = os.fspath(name_or_path)
     if not os.path.exists(name):
         raise DataError(

@@ -293,11 +293,11 @@ def test_missing_file(tmp_path):
 def test_unknown_corpus_names_the_builtin_ones(tmp_path):
     with pytest.raises(
         DataError,
-        match=r"revews is neither a built-in corpus \(reviews\) nor an "
+        match=r"revews is neither a built-in corpus \(reviews, wordnet-supersenses\) nor an "
         r"existing file",
     ):
         load_classification_data("revews")
-    with pytest.raises(DataError, match=r"built-in corpus \(reviews\)"):
+    with pytest.raises(DataError, match=r"built-in corpus \(reviews, wordnet-supersenses\)"):
         load_classification_data(tmp_path / "nothere.csv")
 
 

@@ -31,7 +31,7 @@ from keras_encoder.training import config as config_module  # noqa: E402
 from keras_encoder.training.presets import PRESETS  # noqa: E402
 
 HELP = {
-    "data": "built-in corpus (reviews, peoples-daily-ner, peoples-daily-pos), "
+    "data": "built-in corpus (reviews, wordnet-supersenses, peoples-daily-ner, peoples-daily-pos), "
     "a .csv/.tsv/.jsonl file to classify or a .conll/.bio file to tag",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",
@@ -87,7 +87,7 @@ CHOICES = {
 def _default_text(field):
     """`classify 0.1` or, where presets differ, each preset's value."""
     values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
-    if field.name in ("preset", "tag_scheme", "run_name"):
+    if field.name in ("preset", "task", "tag_scheme", "run_name"):
         return None  # picked from the data
     if len(set(map(repr, values.values()))) == 1:
         return f"default: {next(iter(values.values()))}"

@@ -1,10 +1,16 @@
-"""`SparseAdamW`: AdamW that updates only the embedding rows a batch uses."""
+"""`SparseAdamW`: AdamW that updates only the embedding rows a batch uses.
+
+A lever `bench/speed.py` measures (the "row-wise embedding updates" row);
+training does not use it (RESULTS.md: within noise on speed, behind on
+accuracy), so it lives here rather than in the package. Import this module
+before loading a `.keras` file saved with it.
+"""
 
 import keras
 import tensorflow as tf
 
 
-@keras.saving.register_keras_serializable(package="keras_encoder")
+@keras.saving.register_keras_serializable(package="bench")
 class SparseAdamW(keras.optimizers.AdamW):
     """AdamW whose embedding tables are updated row by row ("lazy" Adam).
 

@@ -47,14 +47,19 @@ import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_encoder  # noqa: E402
+from bench.sparse_adamw import SparseAdamW  # noqa: E402
 from keras_encoder.data import load_reviews, split_dataset  # noqa: E402
-from keras_encoder.data.pipeline import classification_dataset, tokenize_all  # noqa: E402
-from keras_encoder.export import export_classifier  # noqa: E402
-from keras_encoder.models import build_classifier  # noqa: E402
+from keras_encoder.data.pipeline import (  # noqa: E402
+    DEFAULT_BUCKET_BOUNDARIES,
+    classification_dataset,
+    padded_length_bounds,
+    tokenize_all,
+)
+from keras_encoder.export import classifier_serving, write_saved_model  # noqa: E402
+from keras_encoder.models import EncoderClassifier, EncoderPreprocessor, build_encoder  # noqa: E402
 from keras_encoder.text import Tokenizer  # noqa: E402
 from keras_encoder.training import TrainConfig  # noqa: E402
-from keras_encoder.optimizers import SparseAdamW  # noqa: E402
-from keras_encoder.training.run import _optimizer  # noqa: E402
+from keras_encoder.training.optimizer import make_optimizer  # noqa: E402
 
 # Expected here: fit on finite datasets that the benchmark shuffles itself,
 # and keras-hub's position embedding dropping the mask (the blocks still
@@ -66,7 +71,7 @@ HIDDEN, HEADS, INTERMEDIATE, LAYERS, MAX_LENGTH, BATCH = 128, 4, 512, 2, 128, 64
 OURS = "keras_encoder as `train.py` runs it"
 TRAIN_PY = {"jit_compile": False}  # what train.py compiles with
 SPARSE_ADAMW = "keras_encoder, buckets + SparseAdamW"
-SERVING_DEFAULT = "keras_encoder, `export_classifier` (5 length groups, XLA)"
+SERVING_DEFAULT = "keras_encoder, `EncoderClassifier.export` (5 length groups, XLA)"
 SERVING_COARSE = "keras_encoder, 3 length groups, power-of-two row counts, XLA"
 SERVING_GROUPED = "keras_encoder, 3 length groups, no XLA"
 # The earlier export grouping (bounds 32 and 64), kept as the lever baseline.
@@ -95,6 +100,24 @@ def padded_dataset(ids, labels, batch_size, shuffle, seed):
     if shuffle:
         dataset = dataset.shuffle(len(labels), seed=seed)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def padded_to_bucket_bounds(dataset):
+    """Each batch padded up to its bucket's bound (the last to the max length).
+
+    Batches then come in a few fixed shapes (6 with the default buckets),
+    which is what XLA needs to compile each shape once; `train.py` pads
+    each batch to its longest sequence only (see the lever table).
+    """
+    bounds = tf.constant(padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, MAX_LENGTH), tf.int32)
+
+    def pad(token_ids, labels):
+        length = tf.shape(token_ids)[1]
+        index = tf.minimum(tf.searchsorted(bounds, length[tf.newaxis], side="left")[0], tf.size(bounds) - 1)
+        extra = tf.maximum(bounds[index] - length, 0)
+        return tf.pad(token_ids, [[0, 0], [0, extra]]), labels
+
+    return dataset.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def materialize(dataset, count):
@@ -155,9 +178,14 @@ def train_config(args):
     )
 
 
-def ours_model(config, vocabulary_size, num_classes):
-    return build_classifier(
-        config.encoder_config(vocabulary_size, "classify"), num_classes
+def ours_model(config, tokenizer, label_names):
+    """The classifier `train.py` builds, with its preprocessor (for `export`)."""
+    return EncoderClassifier(
+        build_encoder(config.encoder_config(tokenizer.vocabulary_size)),
+        num_classes=len(label_names),
+        preprocessor=EncoderPreprocessor(tokenizer),
+        label_names=label_names,
+        dropout=config.dropout,
     )
 
 
@@ -185,7 +213,7 @@ def keras_hub_model(vocabulary_size, num_classes):
 
 
 def compile_model(model, config, steps_per_epoch, jit_compile="auto", sparse_adamw=False):
-    optimizer = _optimizer(config, steps_per_epoch, config.epochs)
+    optimizer = make_optimizer(config, steps_per_epoch)
     if sparse_adamw:  # the same AdamW, updating only the embedding rows used
         optimizer = SparseAdamW.from_config(optimizer.get_config())
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -342,9 +370,16 @@ class PadToMaxLength(keras.layers.Layer):
 
 
 def padded_to_max_length(model):
-    """The keras-hub model behind a pad-to-128 step, for `export_classifier`."""
+    """The keras-hub model behind a pad-to-128 step, for `export_saved_model`."""
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     return keras.Model(token_ids, model(PadToMaxLength()(token_ids)))
+
+
+def export_saved_model(model, tokenizer, label_names, path, **options):
+    """A raw-string SavedModel of any token-ids-to-logits model, as
+    `EncoderClassifier.export` writes it (`options` as there)."""
+    serve = classifier_serving(model, tokenizer, label_names, **options)
+    write_saved_model(path, serve, model, tokenizer)
 
 
 def serving_rows(exports, texts, args):
@@ -585,15 +620,12 @@ def main(argv=None):
     config = train_config(args)
     steps_per_epoch = math.ceil(len(labels["train"]) / BATCH)
 
-    def ours_batches(**options):
-        dataset = classification_dataset(
-            ids["train"], labels["train"], BATCH, shuffle=True, seed=args.seed, **options
-        )
-        return materialize(dataset, count)
+    def ours_dataset():
+        return classification_dataset(ids["train"], labels["train"], BATCH, shuffle=True, seed=args.seed)
 
     padded = materialize(padded_dataset(ids["train"], labels["train"], BATCH, True, args.seed), count)
-    bucketed = ours_batches()
-    fixed = ours_batches(pad_to=MAX_LENGTH)
+    bucketed = materialize(ours_dataset(), count)
+    fixed = materialize(padded_to_bucket_bounds(ours_dataset()), count)
 
     results = {
         "command": command,
@@ -649,7 +681,7 @@ def main(argv=None):
         keras.mixed_precision.set_global_policy(policy)
         try:
             model = compile_model(
-                ours_model(config, vocabulary_size, num_classes), config, steps_per_epoch, **options
+                ours_model(config, tokenizer, data.label_names), config, steps_per_epoch, **options
             )
             training.append(training_row(name, model, batches, args, note))
         finally:
@@ -662,13 +694,14 @@ def main(argv=None):
     results["latency_samples"] = min(args.latency_samples, len(texts))
     results["serving_rounds"] = args.serving_rounds
     with tempfile.TemporaryDirectory() as directory:
+        hub_padded = padded_to_max_length(hub)
         exports = [
-            ("keras-hub, padded to 128 (anchor)", "hub", lambda path: export_classifier(padded_to_max_length(hub), tokenizer, data.label_names, path, length_bounds=(), jit_compile=False)),
-            ("keras-hub, padded to 128, XLA", "hub-xla", lambda path: export_classifier(padded_to_max_length(hub), tokenizer, data.label_names, path, length_bounds=())),
-            (SERVING_FLAT, "flat", lambda path: export_classifier(ours, tokenizer, data.label_names, path, length_bounds=(), jit_compile=False)),
-            (SERVING_GROUPED, "grouped", lambda path: export_classifier(ours, tokenizer, data.label_names, path, length_bounds=COARSE_BOUNDS, jit_compile=False)),
-            (SERVING_COARSE, "coarse", lambda path: export_classifier(ours, tokenizer, data.label_names, path, length_bounds=COARSE_BOUNDS, row_sizes=(1, 2, 4, 8, 16, 32, 64))),
-            (SERVING_DEFAULT, "ours", lambda path: export_classifier(ours, tokenizer, data.label_names, path)),
+            ("keras-hub, padded to 128 (anchor)", "hub", lambda path: export_saved_model(hub_padded, tokenizer, data.label_names, path, length_bounds=(), jit_compile=False)),
+            ("keras-hub, padded to 128, XLA", "hub-xla", lambda path: export_saved_model(hub_padded, tokenizer, data.label_names, path, length_bounds=())),
+            (SERVING_FLAT, "flat", lambda path: ours.export(path, length_bounds=(), jit_compile=False)),
+            (SERVING_GROUPED, "grouped", lambda path: ours.export(path, length_bounds=COARSE_BOUNDS, jit_compile=False)),
+            (SERVING_COARSE, "coarse", lambda path: ours.export(path, length_bounds=COARSE_BOUNDS, row_sizes=(1, 2, 4, 8, 16, 32, 64))),
+            (SERVING_DEFAULT, "ours", lambda path: ours.export(path)),
         ]
         written = []
         for name, folder, write in exports:
@@ -691,7 +724,7 @@ def main(argv=None):
             ),
             (
                 OURS,
-                lambda: ours_model(config, vocabulary_size, num_classes),
+                lambda: ours_model(config, tokenizer, data.label_names),
                 classification_dataset(ids["train"], labels["train"], BATCH, shuffle=True, seed=args.seed),
                 classification_dataset(ids["test"], labels["test"], BATCH),
             ),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_encoder.optimizers import SparseAdamW
+from bench.sparse_adamw import SparseAdamW
 
 
 def embedding_step(optimizer, table, ids, upstream, densify=False):
@@ -97,6 +97,7 @@ def test_dense_gradients_take_adamw_path():
         np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_model_with_embedding_trains_and_round_trips(tmp_path):
     keras.utils.set_random_seed(3)
     model = keras.Sequential([

@@ -52,11 +52,19 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     ]
     assert not errors, errors
 
-    fit_cells = [cell for cell in code_cells if "model.fit(" in cell.source]
+    fit_cells = [cell for cell in code_cells if "classifier.fit(" in cell.source]
     assert len(fit_cells) == 1
     found = re.search(r"validation accuracy: (\d\.\d+)", _text_outputs(fit_cells[0]))
     assert found, _text_outputs(fit_cells[0])
     assert 0.0 <= float(found.group(1)) <= 1.0
+
+    # The task model's predictions on raw strings, one line per review.
+    [predict_cell] = [cell for cell in code_cells if "classifier.predict(" in cell.source]
+    lines = _text_outputs(predict_cell).strip().splitlines()
+    assert len(lines) == 3 and all(line.split()[0] in ("negative", "positive") for line in lines), lines
+    # The export served in the notebook (its cell checks it against predict).
+    [export_cell] = [cell for cell in code_cells if "classifier.export(" in cell.source]
+    assert "'label_id'" in _text_outputs(export_cell)
 
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figure.stat().st_size > 5_000

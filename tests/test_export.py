@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_encoder.data.tagging import bio_spans
 from keras_encoder.export import bio_entities, grouped_by_length, split_units
-from keras_encoder.models import EncoderConfig, build_classifier
+from keras_encoder.models import EncoderClassifier, EncoderConfig, EncoderPreprocessor, build_encoder
 
 
 def as_lists(ragged):
@@ -85,7 +85,7 @@ def test_grouped_by_length_returns_rows_in_input_order(bounds, lengths):
 
 def test_grouped_classifier_matches_one_padded_batch():
     config = EncoderConfig(vocabulary_size=60, max_length=16, hidden_dim=8, num_heads=2, num_layers=1, intermediate_dim=16)
-    model = build_classifier(config, 3)
+    model = EncoderClassifier(build_encoder(config), 3)
     rng = np.random.default_rng(0)
     rows = [rng.integers(1, 60, size=n).tolist() for n in (2, 16, 5, 9, 3, 14)]
     ids = tf.ragged.constant(rows, dtype=tf.int32)
@@ -141,19 +141,17 @@ def test_a_batch_of_one_is_padded_like_its_group(row_sizes, expected):
     assert seen == [expected]
 
 
-def test_a_batch_of_one_skips_the_grouping(monkeypatch):
-    import keras_encoder.export as export
-
-    def grouped(*args):
-        raise AssertionError("a batch of one went through the grouping")
-
-    monkeypatch.setattr(export, "_grouped", grouped)
-    # Eagerly, only the branch taken runs; a row past max_length is cut to it.
+def test_a_batch_of_one_past_the_max_length_is_cut_to_it():
     ids = tf.ragged.constant([list(range(1, 16))], dtype=tf.int32)
-    single = grouped_by_length(row_summary, ids, (3, 6), output_shape=(2,), max_length=12, row_sizes=(1, 2))
-    np.testing.assert_array_equal(single.numpy(), [[78.0, 12.0]])
-    with pytest.raises(AssertionError, match="grouping"):
-        grouped_by_length(row_summary, tf.ragged.constant([[1], [2, 3]], dtype=tf.int32), (3, 6), output_shape=(2,))
+    seen = []
+
+    def recording(dense):
+        seen.append(tuple(dense.shape))
+        return row_summary(dense)
+
+    single = grouped_by_length(recording, ids, (3, 6), output_shape=(2,), max_length=12, row_sizes=(1, 2))
+    np.testing.assert_array_equal(single.numpy(), [[78.0, 12.0]])  # ids 1 to 12
+    assert seen == [(1, 12)]
 
 
 def test_bounds_past_the_max_length_are_dropped():
@@ -184,32 +182,30 @@ def tiny_classifier():
         vocabulary_size=tokenizer.vocabulary_size, max_length=16, hidden_dim=8, num_heads=2,
         num_layers=1, intermediate_dim=16,
     )
-    return build_classifier(config, 2), tokenizer
+    return EncoderClassifier(build_encoder(config), 2, EncoderPreprocessor(tokenizer), label_names=["neg", "pos"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_exported_classifier_matches_the_model(tiny_classifier, tmp_path, jit_compile):
-    from keras_encoder.export import export_classifier
-
-    model, tokenizer = tiny_classifier
+    model = tiny_classifier
+    tokenizer = model.preprocessor.tokenizer
     # Bounds 4 and 8 group these texts; 24 is past the tokenizer's 16 tokens.
-    export_classifier(
-        model, tokenizer, ["neg", "pos"], tmp_path / "export", length_bounds=(4, 8, 24), jit_compile=jit_compile
-    )
+    model.export(tmp_path / "export", length_bounds=(4, 8, 24), jit_compile=jit_compile)
     serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
-    texts = ["这个手机很好用", "", "质量太差了" * 10, "很好", "还不错 推荐推荐推荐推荐推荐推荐推荐"]
-    for batch in (texts, texts[2:3], texts[:1]):
-        served = serve(tf.constant(batch))["probabilities"].numpy()
+    texts = ["这个手机很好用", "", "质量太差了" * 10, "很好", "还不错 推荐推荐推荐推荐推荐推荐推荐", "好" * 20_000]
+    for batch in (texts, texts[2:3], texts[:1], texts[1:2], texts[-1:]):
+        served = serve(tf.constant(batch))
         ids = tokenizer.tokenize(tf.constant(batch)).to_tensor()
         expected = tf.nn.softmax(model(ids, training=False)).numpy()
-        np.testing.assert_allclose(served, expected, atol=1e-5)
+        np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+        assert [label.decode() for label in served["label"].numpy()] == [
+            ["neg", "pos"][i] for i in expected.argmax(-1)
+        ]
 
 
 @pytest.mark.parametrize("row_sizes", [(), (4, 2), (0, 2), (1, 2.5), (True, 2), None])
 def test_export_refuses_bad_row_sizes(tiny_classifier, tmp_path, row_sizes):
-    from keras_encoder.export import export_classifier
-
-    model, tokenizer = tiny_classifier
     with pytest.raises(ValueError, match="row_sizes"):
-        export_classifier(model, tokenizer, ["neg", "pos"], tmp_path / "export", row_sizes=row_sizes)
+        tiny_classifier.export(tmp_path / "export", row_sizes=row_sizes)
     assert not (tmp_path / "export").exists()

@@ -129,7 +129,7 @@ def masked_lm_dataset(
     mask_rate=0.15,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
 ):
-    """Batches for `build_masked_lm`: `(inputs, mask_ids, mask_weights)`.
+    """Batches for `EncoderMaskedLM`: `(inputs, mask_ids, mask_weights)`.
 
     Masks are drawn anew every epoch by `keras_hub.layers.MaskedLMMaskGenerator`
     (80% `[MASK]`, 10% random token, 10% unchanged), never on padding,
@@ -207,9 +207,9 @@ def classification_dataset(
 # first piece of each unit carries the unit's tag, the other pieces are not
 # scored. A sentence longer than the model's window is cut into several
 # sequences (`chunk_pieces`), each `[CLS] pieces [SEP]`, so every unit gets
-# a prediction however long its sentence; `tag_logits` puts the chunks'
-# predictions back together. Training, evaluation and the exported
-# SavedModel all cut sentences the same way.
+# a prediction however long its sentence; `EncoderTagger.unit_logits` puts
+# the chunks' predictions back together. Training, evaluation and the
+# exported SavedModel all cut sentences the same way.
 
 
 def tokenize_units_all(tokenizer, units, batch_size=4096):
@@ -270,7 +270,11 @@ def chunk_pieces(pieces, window, *aligned):
 
 
 def with_special_tokens(tokenizer, chunks, first=None, last=None):
-    # [CLS] chunk [SEP] (or the given fill values around a label chunk).
+    """`[CLS] chunk [SEP]` for every row of a ragged `(C, None)` tensor.
+
+    `first` and `last` replace the `[CLS]` and `[SEP]` ids (e.g. 0 around
+    a chunk of labels or weights).
+    """
     rows = chunks.nrows()
     first = tokenizer.cls_id if first is None else first
     last = tokenizer.sep_id if last is None else last

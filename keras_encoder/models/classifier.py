@@ -107,7 +107,8 @@ class EncoderClassifier(EncoderTask):
         """
         from keras_encoder.models.task import _is_text
 
-        if not _is_text(x) or isinstance(x, tf.data.Dataset):
+        empty = isinstance(x, (list, tuple)) and not x  # no texts: nothing to run
+        if not empty and (not _is_text(x) or isinstance(x, tf.data.Dataset)):
             return super().predict(x, batch_size=batch_size, **kwargs)
         serve = self._serving(jit_compile=False)
         texts = text_list(x)

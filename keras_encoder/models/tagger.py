@@ -9,6 +9,7 @@ from keras import ops
 from keras_encoder.data.pipeline import chunk_pieces, first_piece_flags, with_special_tokens
 from keras_encoder.export import tagger_serving, write_saved_model
 from keras_encoder.layers.crf import ChainCRF
+from keras_encoder.layers.layer_utils import check_positive_int
 from keras_encoder.layers.window import WindowFeatureScores
 from keras_encoder.models.task import EncoderTask, text_list
 
@@ -104,6 +105,14 @@ class EncoderTagger(EncoderTask):
             raise ValueError("`tag_names` must hold at least one tag. Received: []")
         if scheme not in SCHEMES:
             raise ValueError(f"`scheme` must be 'bio' or 'plain'. Received: scheme={scheme!r}")
+        # Checked here, so that the message names the tagger's arguments
+        # rather than the window layer's `buckets` and `scale`.
+        check_positive_int("window_features", window_features, allow_zero=True)
+        number = isinstance(window_scale, (int, float)) and not isinstance(window_scale, bool)
+        if not number or not 0 < window_scale < np.inf:
+            raise ValueError(
+                f"`window_scale` must be a positive finite number. Received: window_scale={window_scale!r}"
+            )
         num_tags = len(tag_names)
         allowed = bio_transitions(tag_names)[0].tolist() if scheme == "bio" else None
         # === Layers ===
@@ -282,7 +291,8 @@ class EncoderTagger(EncoderTask):
         """
         from keras_encoder.models.task import _is_text
 
-        if not _is_text(x) or isinstance(x, tf.data.Dataset):
+        empty = isinstance(x, (list, tuple)) and not x  # no texts: nothing to run
+        if not empty and (not _is_text(x) or isinstance(x, tf.data.Dataset)):
             return super().predict(x, batch_size=batch_size, **kwargs)
         serve = self._function("serve")
         texts = text_list(x)

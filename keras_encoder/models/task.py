@@ -62,7 +62,7 @@ class EncoderTask(keras.Model):
             dataset = x
         else:
             parts = tuple(
-                part for part in (np.asarray(x, dtype=object).astype(str), y, sample_weight)
+                part for part in (np.asarray(text_list(x), dtype=str), y, sample_weight)
                 if part is not None
             )
             dataset = tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else parts[0])
@@ -76,7 +76,8 @@ class EncoderTask(keras.Model):
         return dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=None, **kwargs):
-        dataset = self._text_batches(x, y, kwargs.pop("sample_weight", None), batch_size, shuffle is not False)
+        sample_weight = kwargs.pop("sample_weight", None)
+        dataset = self._text_batches(x, y, sample_weight, batch_size, shuffle is not False)
         if validation_data is not None and _is_text(validation_data[0] if isinstance(validation_data, tuple) else validation_data):
             validation_data = self._text_batches(*_unpack(validation_data), batch_size=batch_size)
         if dataset is None:
@@ -84,13 +85,17 @@ class EncoderTask(keras.Model):
                 kwargs["shuffle"] = shuffle
             elif isinstance(x, tf.data.Dataset):
                 kwargs["shuffle"] = False  # a dataset shuffles itself
-            return super().fit(x, y, batch_size=batch_size, validation_data=validation_data, **kwargs)
+            return super().fit(
+                x, y, batch_size=batch_size, validation_data=validation_data,
+                sample_weight=sample_weight, **kwargs,
+            )
         return super().fit(dataset, validation_data=validation_data, shuffle=False, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
-        dataset = self._text_batches(x, y, kwargs.pop("sample_weight", None), batch_size)
+        sample_weight = kwargs.pop("sample_weight", None)
+        dataset = self._text_batches(x, y, sample_weight, batch_size)
         if dataset is None:
-            return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+            return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
         return super().evaluate(dataset, **kwargs)
 
     def compile_from_config(self, config):

@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from keras_encoder.errors import ConfigError, KerasEncoderError
+from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
 from keras_encoder.text import Tokenizer
 from keras_encoder.training.callbacks import AttentionMapCallback, EpochTimer, RawWeightsBack
@@ -45,6 +45,7 @@ from keras_encoder.training.run_dir import (
 from keras_encoder.training.tasks import load_task, task_of
 
 STATE_FILE = "state.json"
+_KIND_NOUNS = {"classify": "classification", "tag": "tagging"}
 
 
 def train(values, echo=print):
@@ -63,18 +64,38 @@ def train(values, echo=print):
     preset = values.get("preset")
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}. Received: {preset!r}")
-    kind = task_of(data, values.get("task") or (PRESETS[preset]["task"] if preset else None))
-    task = load_task(
-        data,
-        kind,
-        text_column=values.get("text_column", TrainConfig.text_column),
-        label_column=values.get("label_column", TrainConfig.label_column),
-        tag_scheme=values.get("tag_scheme", ""),
-        validation_fraction=values.get("validation_fraction", PRESETS["classify"]["validation_fraction"]),
-        test_fraction=values.get("test_fraction", PRESETS["classify"]["test_fraction"]),
-        seed=values.get("seed", PRESETS["classify"]["seed"]),
-        echo=echo,
-    )
+    given_task = values.get("task")
+    if preset is not None and given_task and PRESETS[preset]["task"] != given_task:
+        raise ConfigError(
+            f"--preset {preset} is for --task {PRESETS[preset]['task']}, not --task {given_task}; "
+            "give one of them, or a preset for that task."
+        )
+    kind = task_of(data, given_task or (PRESETS[preset]["task"] if preset else None))
+    # Flag values out of range stop here, before a large corpus is read:
+    # any preset of the task checks them (the tagging presets differ only
+    # in values that the data, not the user, decides).
+    TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **values, "task": kind})
+    try:
+        task = load_task(
+            data,
+            kind,
+            text_column=values.get("text_column", TrainConfig.text_column),
+            label_column=values.get("label_column", TrainConfig.label_column),
+            tag_scheme=values.get("tag_scheme", ""),
+            validation_fraction=values.get("validation_fraction", PRESETS["classify"]["validation_fraction"]),
+            test_fraction=values.get("test_fraction", PRESETS["classify"]["test_fraction"]),
+            seed=values.get("seed", PRESETS["classify"]["seed"]),
+            echo=echo,
+        )
+    except DataError as error:
+        if kind == task_of(data) or not os.path.exists(data):
+            raise
+        # The flag, not the data, chose the task: say so next to the reader's complaint.
+        chosen_by = f"--task {given_task}" if given_task else f"--preset {preset}"
+        raise ConfigError(
+            f"{chosen_by} reads --data {data} as {_KIND_NOUNS[kind]} data, which it is not ({error}). "
+            f"Leave {chosen_by.split()[0]} out to let the data pick the task."
+        ) from None
     preset = preset or preset_for(task.name, task.scheme)
     if PRESETS[preset]["task"] != task.name:
         raise ConfigError(

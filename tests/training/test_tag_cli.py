@@ -1,4 +1,4 @@
-"""`python train.py --task tag` end to end, and its bad-input messages."""
+"""`python train.py` on tagging data end to end, and its bad-input messages."""
 
 import csv
 import json
@@ -63,8 +63,30 @@ def test_tag_run_finishes_with_entity_scores(tag_run):
     # The toy entities are a fixed list between filler characters: learnable.
     assert metrics["test_entity_f1"] > 0.8, metrics
     assert metrics["test_token_accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_tag_config_json_holds_the_preset_fitted_to_the_data(tag_run):
+    from keras_encoder.training.presets import PRESETS, fitted_to_data
+    from keras_encoder.training.tasks import load_task
+    from tests.training.test_train_cli import assert_literal_config
+
+    root, _ = tag_run
     config = json.loads((root / "logs" / "ner" / "config.json").read_text())
-    assert config["task"] == "auto"
+    assert_literal_config(config)
+    assert (config["preset"], config["task"], config["tag_scheme"]) == ("tag-bio", "tag", "bio")
+    assert (config["position"], config["crf"], config["monitor"]) == ("rotary", True, "val_entity_f1")
+    # This small corpus caps the preset's window table (1,048,576 rows) at a
+    # power of two >= 14 per training unit, and its weight average (0.998)
+    # at about an epoch's steps; config.json has the values that ran.
+    task = load_task(config["data"], "tag", seed=config["seed"], echo=lambda *_: None)
+    fitted = fitted_to_data({**PRESETS["tag-bio"], "batch_size": 16}, **task.data_sizes())
+    assert config["window_features"] == fitted["window_features"]
+    assert config["ema"] == fitted["ema"]
+    rows = config["window_features"]
+    assert 4096 <= rows < 1048576 and rows & (rows - 1) == 0, rows
+    assert 0.5 <= config["ema"] < 0.998
+    assert config["window_scale"] == 10.0
 
 
 @pytest.mark.slow
@@ -98,26 +120,55 @@ def test_tagger_saved_model_matches_the_keras_model_in_a_fresh_process(tag_run):
 
 
 @pytest.mark.slow
-def test_tagger_has_a_trained_crf_by_default(tag_run):
+def test_tagger_has_a_trained_crf_and_the_configured_window_table(tag_run):
     import keras
-    import numpy as np
 
-    from keras_encoder.models import find_crf
+    root, _ = tag_run
+    run_dir = root / "logs" / "ner"
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.crf and model.scheme == "bio"
+    transitions = keras.ops.convert_to_numpy(model.get_layer("crf").transitions)
+    assert np.abs(transitions).max() > 0.01  # learned, not the zeros it started from
+    config = json.loads((run_dir / "config.json").read_text())
+    window = model.get_layer("window_scores")
+    assert (window.buckets, window.scale) == (config["window_features"], config["window_scale"])
+
+
+@pytest.mark.slow
+def test_saved_tagger_reloads_and_trains_on(tag_run):
+    import keras
+    import tensorflow as tf
+
+    from keras_encoder.data.pipeline import tagging_dataset, tagging_sequences, tokenize_units_all
+    from keras_encoder.data.tagging import load_tagging_data
 
     root, _ = tag_run
     model = keras.models.load_model(root / "logs" / "ner" / "model.keras")
-    crf = find_crf(model)
-    assert crf is not None and np.abs(np.asarray(crf.transitions)).max() > 0.01
-    # The other tagging defaults: a fast-learning window table and a
-    # weight average spanning about an epoch of this small run's steps.
-    # This small corpus caps the table at a power of two >= 14 per training
-    # token (the built-in corpora get 1,048,576 rows for 7 tags).
-    window = model.get_layer("window_scores")
-    rows, scale = window.buckets, window.scale
-    assert scale == 10.0 and 4096 <= rows < 1048576 and rows & (rows - 1) == 0, rows
-    metrics = json.loads((root / "logs" / "ner" / "metrics.json").read_text())
-    assert (metrics["window_features"], metrics["window_scale"]) == (rows, 10.0)
-    assert 0.5 <= metrics["ema_momentum"] < 0.998, metrics["ema_momentum"]
+    assert model.compiled and model.optimizer.iterations.numpy() > 0  # its optimizer state came back
+    data = load_tagging_data(str(root / "toy.conll"))
+    tokenizer = model.preprocessor.tokenizer
+    tag_ids = tf.ragged.constant(
+        [[model.tag_names.index(tag) for tag in tags] for tags in data.tags[:64]], dtype=tf.int32
+    )
+    sequences = tagging_sequences(tokenizer, tokenize_units_all(tokenizer, data.units[:64]), tag_ids)
+    dataset = tagging_dataset(sequences, batch_size=16, shuffle=True, seed=0)
+    # The reloaded model compiled with the CRF's negative log-likelihood per labelled unit.
+    token_ids, labels, weights = next(iter(dataset))
+    scores = model(token_ids, training=False)
+    nll = -np.sum(model.get_layer("crf").log_likelihood(scores, labels, weights)) / np.sum(weights > 0)
+    loss = model.compute_loss(x=token_ids, y=labels, y_pred=scores, sample_weight=weights, training=False)
+    assert float(loss) == pytest.approx(float(nll), rel=1e-5)
+    before = [weight.numpy().copy() for weight in model.trainable_weights]
+    steps = int(model.optimizer.iterations.numpy())
+    history = model.fit(dataset, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == steps + int(dataset.cardinality())
+    [loss] = history.history["loss"]
+    assert np.isfinite(loss) and loss >= 0.0  # a negative log-likelihood per unit
+    moved = [not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights)]
+    assert all(moved), [w.path for w, m in zip(model.trainable_weights, moved) if not m]
+    # Still a tagger of raw text: the names it learned come out as entities.
+    [result] = model.predict(["今天张三去了北京"])
+    assert {(text, kind) for text, kind, *_ in result["entities"]} >= {("张三", "PER"), ("北京", "LOC")}
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +184,18 @@ def no_crf_run(tmp_path_factory):
 def test_tagger_without_crf_with_window_features_trains_and_exports(no_crf_run):
     import keras
 
-    from keras_encoder.models import find_crf
-
     root, result = no_crf_run
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = root / "logs" / "ner-plain"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_entity_f1"] > 0.8, metrics
+    # Flags override the preset (and the small-data cap on the window table).
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["preset"], config["crf"], config["window_features"]) == ("tag-bio", False, 4096)
     model = keras.models.load_model(run_dir / "model.keras")
-    assert find_crf(model) is None and model.get_layer("window_scores").buckets == 4096
+    assert not model.crf and model.get_layer("window_scores").buckets == 4096
+    with pytest.raises(ValueError):
+        model.get_layer("crf")
     check_export_matches_the_keras_model(run_dir)
 
 
@@ -168,14 +222,11 @@ def check_export_matches_the_keras_model(run_dir):
     import keras
 
     from keras_encoder.data.tagging import bio_spans
-    from keras_encoder.text import Tokenizer
-    from keras_encoder.training.callbacks import TagPredictor
 
     model = keras.models.load_model(run_dir / "model.keras")
-    tag_names = json.loads((run_dir / "metrics.json").read_text())["tag_names"]
     units = [[c for c in text if not c.isspace()] for text in texts]
-    # The export decodes the most probable valid BIO sequence; so must the reference.
-    expected = TagPredictor(Tokenizer.load(run_dir), tag_names, bio=True)(model, units)
+    # The export decodes as evaluation does; so must the reference.
+    expected = model.tag_units(units)
     assert served["num_tokens"] == [len(u) for u in units]
     for row, (text, row_units, row_tags) in enumerate(zip(texts, units, expected)):
         count = len(row_units)
@@ -210,6 +261,15 @@ TAG_CASES = {
     "empty": ("\n\n-DOCSTART- O\n", [], r"toy\.conll holds no tagged tokens"),
     "one tag": ("好\tO\n的\tO\n", [], r"every token has the tag 'O'"),
     "classify corpus": (None, ["--data", "peoples-daily-ner", "--task", "classify"], "tagging corpus"),
+    "classify preset on CoNLL": (
+        "张\tB-PER\n三\tI-PER\n",
+        ["--preset", "classify"],
+        r"--preset classify reads --data \S+toy\.conll as classification data, which it is not "
+        r"\(.*toy\.conll has extension '\.conll'.*\)\. Leave --preset out",
+    ),
+    "window table off with a scale": (
+        "张\tB-PER\n三\tI-PER\n", ["--window-scale", "0"], "--window-scale must be a positive finite number"
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """`python train.py` end to end, in a subprocess, on a tiny config."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -64,7 +65,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     data = root / "reviews.csv"
     write_corpus(data)
-    result = train(tiny_flags(data, root / "logs", "e2e") + ["--pretrain-epochs", "1"])
+    result = train(tiny_flags(data, root / "logs", "e2e"))
     return root, result
 
 
@@ -101,17 +102,47 @@ def test_run_directory_contents(finished_run):
     assert not (run_dir / "backup").exists()  # removed once training finished
 
 
+def assert_literal_config(config):
+    """config.json holds every `TrainConfig` field with the value the run used."""
+    from keras_encoder.training.config import TrainConfig
+
+    assert set(config) == {field.name for field in dataclasses.fields(TrainConfig)}
+    for name, value in config.items():
+        assert value is not None and value != -1 and value != "auto", (name, value)
+        assert isinstance(value, (str, int, float, bool)), (name, value)
+    assert TrainConfig.from_dict(config).to_dict() == config
+
+
 @pytest.mark.slow
-def test_masked_lm_pretraining_stage(finished_run):
-    root, result = finished_run
+def test_config_json_holds_the_literal_values_that_ran(finished_run):
+    root, _ = finished_run
+    config = json.loads((root / "logs" / "e2e" / "config.json").read_text())
+    assert_literal_config(config)
+    # The data picked the classify preset; the flags overrode single values.
+    assert (config["preset"], config["task"], config["tag_scheme"]) == ("classify", "classify", "")
+    assert (config["hidden"], config["layers"], config["batch_size"]) == (16, 1, 16)
+    assert (config["position"], config["monitor"], config["bigram_buckets"]) == ("sinusoidal", "val_loss", 32768)
+    assert (config["window_features"], config["crf"], config["ema"]) == (0, False, 0.0)
+
+
+@pytest.mark.slow
+def test_hparams_summary_holds_the_config_and_test_scores(finished_run):
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata
+
+    root, _ = finished_run
     run_dir = root / "logs" / "e2e"
-    assert "Pretraining (masked LM) for 1 epochs" in result.stdout
-    assert (run_dir / "pretrain" / "encoder.weights.h5").exists()
-    assert not (run_dir / "pretrain" / "backup").exists()
+    config = json.loads((run_dir / "config.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["pretrain_epochs_run"] == 1
-    pretrain_events = event_tags(str(run_dir / "pretrain" / "train"))
-    assert "epoch_loss" in pretrain_events.Tags()["tensors"]
+    events = event_tags(str(run_dir))  # the run directory's root, not train/ or validation/
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+    session = metadata.parse_session_start_info_plugin_data(content)
+    assert session.group_name == "e2e"
+    recorded = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
+    assert recorded == pytest.approx(config)
+    for name in ("test_accuracy", "test_macro_f1", "best_val_loss", "epochs_run"):
+        [event] = events.Tensors(f"hparams/{name}")
+        assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(metrics[name], rel=1e-6), name
 
 
 @pytest.mark.slow
@@ -163,6 +194,10 @@ def test_saved_model_serves_raw_strings_in_a_fresh_process(finished_run):
     ids = tokenizer.tokenize(tf.constant(texts)).to_tensor()
     expected = tf.nn.softmax(model(ids)).numpy()
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    # The task model reads the same raw strings itself.
+    predicted = model.predict(texts)
+    np.testing.assert_allclose(predicted["probabilities"], expected, atol=1e-5)
+    assert list(predicted["label"]) == served["label"]
 
 
 @pytest.mark.slow
@@ -184,7 +219,7 @@ def test_saved_model_cli_shows_the_signature(finished_run):
 def test_second_run_of_a_finished_command_gets_a_new_directory(finished_run):
     root, first = finished_run
     before = (root / "logs" / "e2e" / "metrics.json").read_bytes()
-    result = train(tiny_flags(root / "reviews.csv", root / "logs", "e2e", epochs=1) + ["--pretrain-epochs", "1"])
+    result = train(tiny_flags(root / "reviews.csv", root / "logs", "e2e", epochs=1))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "logs" / "e2e-2" / "metrics.json").exists()
     assert (root / "logs" / "e2e" / "metrics.json").read_bytes() == before
@@ -194,7 +229,7 @@ def test_second_run_of_a_finished_command_gets_a_new_directory(finished_run):
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     data = tmp_path / "reviews.csv"
     write_corpus(data, rows=400)
-    flags = tiny_flags(data, tmp_path / "logs", "resume", epochs=40) + ["--patience", "0"]
+    flags = tiny_flags(data, tmp_path / "logs", "resume", epochs=8) + ["--patience", "0"]
     run_dir = tmp_path / "logs" / "resume"
     process = subprocess.Popen(
         [sys.executable, TRAIN, *flags], cwd=REPO, env=dict(os.environ, CI="true"),
@@ -211,7 +246,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     process.wait()
     assert not (run_dir / "metrics.json").exists()
     done_before = len(history.read_text().splitlines()) - 1
-    assert done_before < 40
+    assert done_before < 8
 
     result = train(flags)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -221,6 +256,6 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     resumed_after = int(match[0].rsplit(" ", 1)[-1])
     assert resumed_after >= 2
     epochs = [int(row["epoch"]) for row in csv.DictReader(history.open())]
-    assert sorted(set(epochs)) == list(range(40))
+    assert sorted(set(epochs)) == list(range(8))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 40
+    assert metrics["epochs_run"] == 8

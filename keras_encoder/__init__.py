@@ -18,7 +18,8 @@ import sys
 
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 
-_SUBMODULES = ("data", "export", "layers", "models", "text", "training")
+_SUBMODULES = ("checkpoints", "data", "export", "layers", "models", "text", "training")
+_CHECKPOINT_FUNCTIONS = ("load_pretrained", "save_pretrained")
 
 if "keras" in sys.modules:
     from keras_encoder import layers, models  # noqa: F401
@@ -27,6 +28,8 @@ if "keras" in sys.modules:
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_encoder.{name}")
+    if name in _CHECKPOINT_FUNCTIONS:
+        return getattr(importlib.import_module("keras_encoder.checkpoints"), name)
     raise AttributeError(f"module 'keras_encoder' has no attribute {name!r}")
 
 
@@ -35,5 +38,6 @@ __all__ = [
     "DataError",
     "KerasEncoderError",
     "__version__",
+    *_CHECKPOINT_FUNCTIONS,
     *_SUBMODULES,
 ]

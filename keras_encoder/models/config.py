@@ -48,6 +48,13 @@ class EncoderConfig:
     pooling: str = "mean"
     # LayerNorm epsilon.
     layer_norm_epsilon: float = 1e-5
+    # BERT-style inputs: with a positive size, the backbone also takes
+    # `segment_ids` (added as segment embeddings) and an explicit
+    # `padding_mask`, as BERT checkpoints expect; 0 keeps `token_ids` alone.
+    segment_vocabulary_size: int = 0
+    # BERT's pooler: the pooled output is tanh(Dense([CLS] vector)) instead
+    # of `pooling`.
+    pooler: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -72,6 +79,11 @@ class EncoderConfig:
             raise ConfigError(
                 "EncoderConfig.vocabulary_size must be at least 2 (id 0 is "
                 f"padding). Received: vocabulary_size={self.vocabulary_size}"
+            )
+        if isinstance(self.segment_vocabulary_size, bool) or not isinstance(self.segment_vocabulary_size, int) or self.segment_vocabulary_size < 0:
+            raise ConfigError(
+                "EncoderConfig.segment_vocabulary_size must be a non-negative integer (0: none). "
+                f"Received: segment_vocabulary_size={self.segment_vocabulary_size!r}"
             )
         if isinstance(self.bigram_buckets, bool) or not isinstance(self.bigram_buckets, int) or self.bigram_buckets < 0:
             raise ConfigError(

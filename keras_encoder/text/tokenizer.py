@@ -11,6 +11,10 @@ from keras_encoder.errors import ConfigError
 from keras_encoder.errors import DataError
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# "nfkc": case folding with NFKC (full-width letters and ligatures become
+# plain ones), for vocabularies learned here; "bert": exactly Hugging
+# Face's BertNormalizer, for BERT checkpoints' vocabularies.
+NORMALIZATIONS = ("nfkc", "bert")
 
 VOCABULARY_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer.json"
@@ -65,8 +69,10 @@ class Tokenizer(tf.Module):
     resource of this module.
 
     Args:
-        vocabulary: list of str. The tokens, beginning with
-            `RESERVED_TOKENS`; a token's position is its id. Continuation
+        vocabulary: list of str. The tokens; a token's position is its
+            id. It holds `RESERVED_TOKENS`, `[PAD]` first (learned
+            vocabularies begin with all five; BERT's `vocab.txt` has the
+            others further on). Continuation
             pieces start with `"##"`.
         sequence_length: int. The maximum number of ids per sequence,
             `[CLS]` and `[SEP]` included; at least 3. Defaults to `128`.
@@ -98,8 +104,13 @@ class Tokenizer(tf.Module):
      - [Wu et al., 2016](https://arxiv.org/abs/1609.08144)
     """
 
-    def __init__(self, vocabulary, sequence_length=128, lowercase=True):
+    def __init__(self, vocabulary, sequence_length=128, lowercase=True, normalization="nfkc"):
         _check_vocabulary(vocabulary)
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"`normalization` must be one of {', '.join(NORMALIZATIONS)}. "
+                f"Received: normalization={normalization!r}"
+            )
         if (
             isinstance(sequence_length, bool)
             or not isinstance(sequence_length, int)
@@ -119,8 +130,12 @@ class Tokenizer(tf.Module):
         # Python-side copy for `id_to_token`; the graph (and a SavedModel)
         # reads the vocabulary from the table below.
         self._vocabulary = tuple(vocabulary)
+        # Our vocabularies start with RESERVED_TOKENS; BERT's put [UNK],
+        # [CLS], [SEP] and [MASK] after unused slots (ids 100 to 103).
+        self._special = {token: self._vocabulary.index(token) for token in RESERVED_TOKENS}
         self._sequence_length = sequence_length
         self._lowercase = lowercase
+        self._normalization = normalization
         self._table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 keys=tf.constant(self._vocabulary, tf.string),
@@ -131,7 +146,8 @@ class Tokenizer(tf.Module):
         self._wordpiece = tf_text.WordpieceTokenizer(
             self._table,
             suffix_indicator=SUFFIX_INDICATOR,
-            max_bytes_per_word=MAX_BYTES_PER_WORD,
+            # BERT's limit is 100 characters, checked in split_words.
+            max_bytes_per_word=MAX_BYTES_PER_WORD if normalization == "nfkc" else 4 * MAX_BYTES_PER_WORD,
             token_out_type=tf.int64,
             unknown_token="[UNK]",
         )
@@ -154,39 +170,59 @@ class Tokenizer(tf.Module):
 
     @property
     def pad_id(self):
-        return RESERVED_TOKENS.index("[PAD]")
+        return self._special["[PAD]"]
 
     @property
     def unk_id(self):
-        return RESERVED_TOKENS.index("[UNK]")
+        return self._special["[UNK]"]
 
     @property
     def cls_id(self):
-        return RESERVED_TOKENS.index("[CLS]")
+        return self._special["[CLS]"]
 
     @property
     def sep_id(self):
-        return RESERVED_TOKENS.index("[SEP]")
+        return self._special["[SEP]"]
 
     @property
     def mask_id(self):
-        return RESERVED_TOKENS.index("[MASK]")
+        return self._special["[MASK]"]
 
     @property
     def first_regular_id(self):
-        """Ids below this are padding and special tokens."""
-        return len(RESERVED_TOKENS)
+        """Ids below this are padding and special tokens (and, in BERT's
+        vocabularies, the unused slots between them)."""
+        return max(self._special.values()) + 1
 
     # === Graph side ===
 
     def split_words(self, strings):
         """Splits a 1-D batch of strings into words: ragged `(B, None)`."""
+        if self._normalization == "bert":
+            return self._split_words_as_bert(strings)
         if self._lowercase:
             strings = tf_text.case_fold_utf8(strings)
             strings = tf_text.normalize_utf8(strings, "NFD")
             strings = tf.strings.regex_replace(strings, r"\p{Mn}", "")
         strings = tf.strings.regex_replace(strings, r"\p{Cc}|\p{Cf}", " ")
         return tf_text.regex_split(strings, _DELIMITERS, _KEEP_DELIMITERS)
+
+    def _split_words_as_bert(self, strings):
+        # Hugging Face's BertNormalizer, step by step: tabs and line breaks
+        # are spaces; other control and format characters, NUL and U+FFFD
+        # are removed; accents are stripped (NFD, then marks dropped) before
+        # lower-casing, which is plain per-character lower case (no NFKC,
+        # so full-width letters and ligatures stay as they are).
+        strings = tf.strings.regex_replace(strings, r"[\t\n\r]", " ")
+        strings = tf.strings.regex_replace(strings, r"\p{C}|\x{FFFD}", "")
+        if self._lowercase:
+            strings = tf_text.normalize_utf8(strings, "NFD")
+            strings = tf.strings.regex_replace(strings, r"\p{Mn}", "")
+            strings = tf.strings.lower(strings, encoding="utf-8")
+        words = tf_text.regex_split(strings, _DELIMITERS, _KEEP_DELIMITERS)
+        # A word of over 100 characters is one [UNK], as in BERT.
+        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_BYTES_PER_WORD
+        return words.with_flat_values(tf.where(too_long, "[UNK]", words.flat_values))
 
     def tokenize(self, strings):
         """`[CLS] word-pieces [SEP]` ids, int32, at most `sequence_length`."""
@@ -346,13 +382,14 @@ class Tokenizer(tf.Module):
         """Reads a Tokenizer written by `save`; DataError names a bad file."""
         path = os.path.join(directory, CONFIG_FILE)
         config = _read_json(path)
-        if not isinstance(config, dict) or set(config) != {
+        if not isinstance(config, dict) or not {"sequence_length", "lowercase"} <= set(config) <= {
             "sequence_length",
             "lowercase",
+            "normalization",
         }:
             raise DataError(
-                f"{path}: expected a JSON object with exactly the keys "
-                f"'sequence_length' and 'lowercase'. Received: {config!r}"
+                f"{path}: expected a JSON object with the keys 'sequence_length', "
+                f"'lowercase' and (optionally) 'normalization'. Received: {config!r}"
             )
         vocabulary_path = os.path.join(directory, VOCABULARY_FILE)
         vocabulary = _read_lines(vocabulary_path)
@@ -369,6 +406,7 @@ class Tokenizer(tf.Module):
         return {
             "sequence_length": self._sequence_length,
             "lowercase": self._lowercase,
+            "normalization": self._normalization,
         }
 
 
@@ -382,10 +420,11 @@ def _check_vocabulary(vocabulary):
             "Received: "
             f"vocabulary={_preview(vocabulary)}"
         )
-    if list(vocabulary[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+    missing = [token for token in RESERVED_TOKENS if token not in vocabulary]
+    if missing or vocabulary[0] != "[PAD]":
         raise ConfigError(
-            f"`vocabulary` must start with the reserved tokens "
-            f"{RESERVED_TOKENS}. Received: vocabulary={_preview(vocabulary)}"
+            f"`vocabulary` must hold the reserved tokens {RESERVED_TOKENS}, "
+            f"with [PAD] first (id 0 is padding). Received: vocabulary={_preview(vocabulary)}"
         )
     seen = set()
     duplicates = []

@@ -178,6 +178,7 @@ def test_save_load_round_trip(english_tokenizer, tmp_path):
     assert json.loads((tmp_path / "tokenizer.json").read_text("utf-8")) == {
         "sequence_length": 8,
         "lowercase": True,
+        "normalization": "nfkc",
     }
     restored = Tokenizer.load(tmp_path)
     assert restored.vocabulary == tokenizer.vocabulary
@@ -287,3 +288,20 @@ def test_saved_model_loads_with_tensorflow_text_only(tokenizer, tmp_path):
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["leaked"] == []
     assert output["ids"] == expected
+
+
+def test_bert_layout_vocabulary_and_normalization():
+    vocabulary = (
+        ["[PAD]"] + [f"[unused{i}]" for i in range(3)]
+        + ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "ﬁ", "##ne"]
+    )
+    tokenizer = Tokenizer(vocabulary, sequence_length=16, normalization="bert")
+    ids = (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id)
+    assert ids == (0, 4, 5, 6, 7)
+    assert tokenizer.first_regular_id == 8
+    # BERT's normalizer: a soft hyphen (a format character) is removed, not
+    # a space; accents are stripped; a ligature is not unfolded (no NFKC).
+    assert tokenizer.tokens("Caf\u00ade ﬁne") == ["[CLS]", "cafe", "ﬁ", "##ne", "[SEP]"]
+    assert tokenizer.tokens("x" * 101) == ["[CLS]", "[UNK]", "[SEP]"]
+    with pytest.raises(ConfigError, match="normalization"):
+        Tokenizer(vocabulary, normalization="nfc")

@@ -7,6 +7,7 @@ Examples:
     python train.py --data my.csv --text-column review --label-column stars
     python train.py --data peoples-daily-ner          # built-in Chinese NER
     python train.py --data my_ner.conll               # tagging, picked by the extension
+    python train.py --data wordnet-supersenses --init path/to/bert_checkpoint
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
     tensorboard --logdir logs
 
@@ -35,6 +36,9 @@ HELP = {
     "a .csv/.tsv/.jsonl file to classify or a .conll/.bio file to tag",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",
+    "init": "start from a pretrained checkpoint: a Hugging Face BERT directory (config.json, "
+    "model.safetensors, vocab.txt) or a run directory of ours; its architecture and "
+    "tokenizer replace the model flags",
     "preset": "block of defaults; picked by the data: classify for labelled texts, "
     "tag-bio for BIO entity tags, tag-plain for other tags",
     "task": "classify texts or tag tokens (set by the preset)",
@@ -87,7 +91,7 @@ CHOICES = {
 def _default_text(field):
     """`classify 0.1` or, where presets differ, each preset's value."""
     values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
-    if field.name in ("preset", "task", "tag_scheme", "run_name"):
+    if field.name in ("preset", "task", "tag_scheme", "run_name", "init"):
         return None  # picked from the data
     if len(set(map(repr, values.values()))) == 1:
         return f"default: {next(iter(values.values()))}"

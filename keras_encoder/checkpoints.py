@@ -328,3 +328,79 @@ def _read_vocabulary(path):
             return [line.rstrip("\n").rstrip("\r") for line in handle if line.rstrip("\n\r")]
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 ({error}).") from None
+
+
+# === Starting a training run from a checkpoint (`train.py --init`) ===
+
+_ARCHITECTURE_FIELDS = (
+    "vocabulary_size", "layers", "hidden", "heads", "intermediate", "position", "norm_first",
+    "embedding_norm", "bigram_buckets", "activation", "pooling",
+)
+
+
+def _is_run_directory(path):
+    return os.path.isfile(os.path.join(path, "model.keras")) and os.path.isfile(
+        os.path.join(path, "vocab.txt")
+    ) and not os.path.isfile(os.path.join(path, WEIGHTS_FILE))
+
+
+def init_values(path):
+    """The `TrainConfig` values a start from `path` fixes (its architecture).
+
+    `max_positions`, when present, is the longest sequence the checkpoint's
+    position table holds (not a `TrainConfig` field: `max_length` must not
+    exceed it).
+
+    Reads only JSON, so a bad path fails before any data is loaded.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise DataError(f"--init {path}: no such directory.")
+    if _is_run_directory(path):
+        config = _read_json(os.path.join(path, CONFIG_FILE))
+        values = {field: config[field] for field in _ARCHITECTURE_FIELDS if field in config}
+        if config.get("position") == "learned":
+            values["max_positions"] = config["max_length"]
+        return values
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise DataError(
+            f"--init {path}: neither a BERT checkpoint ({CONFIG_FILE}, {WEIGHTS_FILE}, "
+            f"{VOCABULARY_FILE}) nor a finished run directory (model.keras, vocab.txt)."
+        )
+    config = bert_encoder_config(_read_json(config_path), source=config_path)
+    return {
+        "max_positions": config.max_length,
+        "vocabulary_size": config.vocabulary_size,
+        "layers": config.num_layers,
+        "hidden": config.hidden_dim,
+        "heads": config.num_heads,
+        "intermediate": config.intermediate_dim,
+        "position": config.position,
+        "norm_first": config.norm_first,
+        "embedding_norm": config.embedding_norm,
+        "bigram_buckets": config.bigram_buckets,
+        "activation": config.activation,
+        "pooling": config.pooling,
+    }
+
+
+def load_init(path, sequence_length):
+    """`(backbone, tokenizer)` to start a run from: a BERT directory or a run of ours."""
+    path = os.fspath(path)
+    if not _is_run_directory(path):
+        return load_pretrained(path, sequence_length=sequence_length)
+    import keras
+
+    from keras_encoder.text import Tokenizer
+
+    model = keras.models.load_model(os.path.join(path, "model.keras"))
+    tokenizer = Tokenizer.load(path)
+    if sequence_length != tokenizer.sequence_length:
+        tokenizer = Tokenizer(
+            tokenizer.vocabulary,
+            sequence_length=sequence_length,
+            lowercase=tokenizer.lowercase,
+            normalization=tokenizer.get_config()["normalization"],
+        )
+    return model.backbone, tokenizer

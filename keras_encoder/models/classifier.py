@@ -11,7 +11,7 @@ from keras_encoder.export import (
     write_saved_model,
 )
 from keras_encoder.layers.layer_utils import check_positive_int
-from keras_encoder.models.task import EncoderTask, text_list
+from keras_encoder.models.task import EncoderTask, backbone_on_token_ids, text_list
 
 
 @keras.saving.register_keras_serializable(package="keras_encoder")
@@ -61,8 +61,8 @@ class EncoderClassifier(EncoderTask):
         head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
         head = keras.layers.Dense(num_classes, name="logits")
         # === Functional Model ===
-        token_ids = backbone.input
-        pooled = backbone(token_ids)["pooled_output"]  # (B, D)
+        token_ids, backbone_outputs = backbone_on_token_ids(backbone)
+        pooled = backbone_outputs["pooled_output"]  # (B, D)
         logits = head(head_dropout(pooled))  # (B, C)
         kwargs.setdefault("name", "classifier")
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)

@@ -7,7 +7,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
-from keras_encoder.models.task import EncoderTask
+from keras_encoder.models.task import EncoderTask, backbone_on_token_ids
 
 # The head gathers the masked positions only, so it drops the padding
 # mask on purpose; Keras would warn about that on every trace.
@@ -51,9 +51,9 @@ class EncoderMaskedLM(EncoderTask):
             name="mlm_head",
         )
         # === Functional Model ===
-        token_ids = backbone.input
+        token_ids, backbone_outputs = backbone_on_token_ids(backbone)
         mask_positions = keras.Input(shape=(None,), dtype="int32", name="mask_positions")
-        sequence = backbone(token_ids)["sequence_output"]  # (B, T, D)
+        sequence = backbone_outputs["sequence_output"]  # (B, T, D)
         logits = head(sequence, mask_positions=mask_positions)  # (B, P, V)
         kwargs.setdefault("name", "masked_lm")
         super().__init__(

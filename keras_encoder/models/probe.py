@@ -34,8 +34,10 @@ def attention_probe(model):
             f"{len(blocks)} block(s)"
         )
     norms = [layer for layer in layers if layer.name == "embedding_norm"]
+    segments = [layer for layer in layers if layer.name == "segment_embedding"]
     return AttentionProbe(
         embeddings[0], blocks, embedding_norm=norms[0] if norms else None,
+        segment_embedding=segments[0] if segments else None,
         name=f"{model.name}_attention_probe",
     )
 
@@ -48,17 +50,23 @@ class AttentionProbe(keras.Model):
     without scores.
     """
 
-    def __init__(self, embedding, blocks, embedding_norm=None, **kwargs):
+    def __init__(self, embedding, blocks, embedding_norm=None, segment_embedding=None, **kwargs):
         super().__init__(**kwargs)
         self.embedding = embedding
         self.embedding_norm = embedding_norm
+        self.segment_embedding = segment_embedding
         self.blocks = list(blocks)
 
     def call(self, token_ids):
         x = self.embedding(token_ids)  # (B, T, D)
+        if self.segment_embedding is not None:
+            # A BERT-style backbone: one segment, padding is id 0.
+            x = x + self.segment_embedding(keras.ops.zeros_like(token_ids))
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         mask = self.embedding.compute_mask(token_ids)  # (B, T)
+        if mask is None:
+            mask = keras.ops.not_equal(token_ids, 0)
         scores = {}
         for block in self.blocks:
             x, scores[block.name] = block(x, mask=mask, return_attention_scores=True)

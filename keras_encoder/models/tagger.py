@@ -11,7 +11,7 @@ from keras_encoder.export import tagger_serving, write_saved_model
 from keras_encoder.layers.crf import ChainCRF
 from keras_encoder.layers.layer_utils import check_positive_int
 from keras_encoder.layers.window import WindowFeatureScores
-from keras_encoder.models.task import EncoderTask, text_list
+from keras_encoder.models.task import EncoderTask, backbone_on_token_ids, text_list
 
 SCHEMES = ("bio", "plain")
 # A move that BIO forbids, in decoding: never taken.
@@ -125,8 +125,8 @@ class EncoderTagger(EncoderTask):
         )
         chain = ChainCRF(num_tags, allowed=allowed, name="crf") if crf else None
         # === Functional Model ===
-        token_ids = backbone.input
-        sequence = backbone(token_ids)["sequence_output"]  # (B, T, D)
+        token_ids, backbone_outputs = backbone_on_token_ids(backbone)
+        sequence = backbone_outputs["sequence_output"]  # (B, T, D)
         logits = head(head_dropout(sequence))  # (B, T, K)
         if window is not None:
             logits = keras.layers.Add(name="tag_scores")([logits, window(token_ids)])

@@ -156,6 +156,26 @@ class EncoderTask(keras.Model):
         return model
 
 
+def backbone_on_token_ids(backbone):
+    """`(token_ids, outputs)`: the task's `token_ids` input and the backbone's outputs on it.
+
+    A backbone that takes `token_ids` alone is called on its own input. A
+    BERT-style backbone (a dict of `token_ids`, `segment_ids` and
+    `padding_mask`) is fed from `token_ids` alone: every token is in
+    segment 0 and the padding mask is `token_ids != 0` (BERT vocabularies
+    put `[PAD]` at 0, as ours do). So every task model takes `(B, T)` token
+    ids, whatever its backbone, and the data pipelines, the windowed
+    tagging and the exports work unchanged.
+    """
+    if not isinstance(backbone.input, dict):
+        return backbone.input, backbone(backbone.input)
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    padding_mask = keras.ops.cast(keras.ops.not_equal(token_ids, 0), "int32")
+    segment_ids = keras.ops.zeros_like(token_ids)
+    outputs = backbone({"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask})
+    return token_ids, outputs
+
+
 def _is_text(x):
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec

@@ -41,6 +41,10 @@ class TrainConfig:
     text_column: str = "text"
     label_column: str = "label"
     preset: str = "classify"
+    # A pretrained start: a Hugging Face BERT directory or one of our run
+    # directories ("" trains from scratch). Its architecture and tokenizer
+    # replace the model and vocabulary fields.
+    init: str = ""
     task: str = _CLASSIFY["task"]
     # Tagging only: "bio" or "plain", read off the tags unless given.
     tag_scheme: str = ""

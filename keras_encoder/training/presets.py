@@ -77,6 +77,18 @@ PRESETS = {
 }
 
 
+# A pretrained start overrides these values of the task's preset: the
+# architecture comes from the checkpoint, and fine-tuning takes a small
+# learning rate for a few epochs.
+PRETRAINED = {
+    "learning_rate": 5e-5,  # BERT's fine-tuning range is 2e-5 to 5e-5; not yet chosen on validation here
+    "epochs": 4,  # BERT fine-tunes for 2 to 4 epochs; early stopping picks the best
+    "token_dropout": 0.0,  # the checkpoint never saw [UNK] noise in pretraining
+    "bigram_buckets": 0,  # not part of a BERT checkpoint
+    "ema": 0.0,  # a few hundred steps: nothing to average over
+}
+
+
 def preset_for(task, scheme=None):
     """The preset name the data picks: `classify`, `tag-bio` or `tag-plain`."""
     if task == "classify":

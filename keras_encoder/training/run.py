@@ -26,13 +26,14 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from keras_encoder.checkpoints import init_values, load_init
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
 from keras_encoder.text import Tokenizer
 from keras_encoder.training.callbacks import AttentionMapCallback, EpochTimer, RawWeightsBack
 from keras_encoder.training.config import TrainConfig
 from keras_encoder.training.optimizer import make_optimizer
-from keras_encoder.training.presets import PRESETS, fitted_to_data, preset_for
+from keras_encoder.training.presets import PRESETS, PRETRAINED, fitted_to_data, preset_for
 from keras_encoder.training.run_dir import (
     METRICS_FILE,
     best_epoch,
@@ -104,6 +105,24 @@ def train(values, echo=print):
         )
     batch_size = values.get("batch_size", PRESETS[preset]["batch_size"])
     defaults = fitted_to_data({**PRESETS[preset], "batch_size": batch_size}, **task.data_sizes())
+    if values.get("init"):
+        # The checkpoint fixes the architecture; a flag may not contradict it.
+        architecture = init_values(values["init"])
+        max_positions = architecture.pop("max_positions", None)
+        if max_positions is not None:
+            if values.get("max_length", 0) > max_positions:
+                raise ConfigError(
+                    f"--max-length {values['max_length']} is longer than --init {values['init']} "
+                    f"holds positions for ({max_positions})."
+                )
+            defaults["max_length"] = min(defaults["max_length"], max_positions)
+        for field, value in architecture.items():
+            if field in values and values[field] != value:
+                raise ConfigError(
+                    f"--{field.replace('_', '-')} {values[field]} contradicts --init {values['init']}, "
+                    f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
+                )
+        defaults = {**defaults, **PRETRAINED, **architecture}
     config = TrainConfig.from_dict(
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )
@@ -138,8 +157,13 @@ def run(config: TrainConfig, task=None, echo=print):
 
     run_dir, resumed = open_run_dir(config, echo)
 
-    # === Tokenizer: learned on the training split only ===
-    if resumed and os.path.exists(os.path.join(run_dir, "vocab.txt")):
+    # === Tokenizer: the checkpoint's, or learned on the training split only ===
+    backbone = None
+    if config.init:
+        backbone, tokenizer = load_init(config.init, config.max_length)
+        tokenizer.save(run_dir)
+        echo(f"Starting from {config.init}: {backbone.count_params():,} pretrained parameters")
+    elif resumed and os.path.exists(os.path.join(run_dir, "vocab.txt")):
         tokenizer = Tokenizer.load(run_dir)
     else:
         tokenizer = Tokenizer.learn(
@@ -148,14 +172,18 @@ def run(config: TrainConfig, task=None, echo=print):
             sequence_length=config.max_length,
         )
         tokenizer.save(run_dir)
-    echo(f"Vocabulary: {tokenizer.vocabulary_size} tokens (learned on the train split)")
+    echo(
+        f"Vocabulary: {tokenizer.vocabulary_size} tokens "
+        + ("(the checkpoint's)" if config.init else "(learned on the train split)")
+    )
     task.prepare(tokenizer, config)
 
     # === Training ===
     state_path = os.path.join(run_dir, STATE_FILE)
     state = read_json(state_path) or {}
     if not state.get("trained"):
-        backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
+        if backbone is None:
+            backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
         model = task.build_model(config, backbone, task.preprocessor(tokenizer))
         _fit(config, task, model, run_dir, tokenizer, monitor, echo)
         state["trained"] = True
@@ -176,6 +204,7 @@ def run(config: TrainConfig, task=None, echo=print):
     metrics = {
         "task": task.name,
         "preset": config.preset,
+        "init": config.init,
         **task_metrics,
         "num_train": sizes["train"],
         "num_validation": sizes["validation"],

@@ -54,3 +54,29 @@ def test_keras_file_round_trip(tmp_path):
 def test_negative_segment_vocabulary_is_refused():
     with pytest.raises(ConfigError, match="segment_vocabulary_size"):
         EncoderConfig(**{**CONFIG, "segment_vocabulary_size": -1})
+
+
+def test_task_models_take_token_ids_on_a_bert_style_backbone(tmp_path):
+    from keras_encoder.models import EncoderClassifier, EncoderPreprocessor, EncoderTagger, attention_probe
+    from keras_encoder.text import Tokenizer
+
+    texts = ["好书 reading", "太差了", "不错不错", "很烂"] * 4
+    tokenizer = Tokenizer.learn(texts, vocabulary_size=60, sequence_length=16)
+    config = {**CONFIG, "vocabulary_size": tokenizer.vocabulary_size, "pooler": True}
+    classifier = EncoderClassifier(
+        build_encoder(EncoderConfig(**config)), 2, preprocessor=EncoderPreprocessor(tokenizer)
+    )
+    assert classifier.input.shape == (None, None)  # token ids, not the backbone's dict
+    classifier.compile()
+    classifier.fit(texts, np.array([1, 0, 1, 0] * 4), batch_size=4, epochs=1, verbose=0)
+    ids = np.asarray(EncoderPreprocessor(tokenizer)(texts[:2]))
+    padded = np.concatenate([ids, np.zeros((2, 3), "int32")], axis=1)
+    np.testing.assert_allclose(classifier.predict(ids, verbose=0), classifier.predict(padded, verbose=0), atol=1e-5)
+    classifier.save(tmp_path / "c.keras")
+    again = keras.models.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(again.predict(ids, verbose=0), classifier.predict(ids, verbose=0), atol=1e-6)
+    scores = attention_probe(classifier)(ids[:1])
+    assert len(scores) == CONFIG["num_layers"]
+    tagger = EncoderTagger(build_encoder(EncoderConfig(**config)), ["O", "B-X", "I-X"],
+                           EncoderPreprocessor(tokenizer, unit="char"), scheme="bio")
+    assert len(tagger.predict(["好书"])[0]["tags"]) == 2

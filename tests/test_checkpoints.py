@@ -167,3 +167,17 @@ def test_bad_config_is_one_clear_sentence(tmp_path, change, message):
     (target / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match=message):
         load_pretrained(target)
+
+
+def test_task_models_start_from_the_checkpoint():
+    from keras_encoder.models import EncoderClassifier, EncoderTagger
+
+    classifier = EncoderClassifier.from_preset(
+        MINILM, num_classes=3, label_names=["a", "b", "c"], sequence_length=32
+    )
+    assert classifier.preprocessor.tokenizer.sequence_length == 32
+    result = classifier.predict(["A sentence.", ""])
+    assert result["probabilities"].shape == (2, 3)
+    tagger = EncoderTagger.from_preset(MINILM, tag_names=["O", "B-X", "I-X"], scheme="bio", unit="word")
+    tagged = tagger.predict(["Hello big world"])[0]
+    assert tagged["tokens"] == ["Hello", "big", "world"] and len(tagged["tags"]) == 3

@@ -126,22 +126,37 @@ class EncoderTask(keras.Model):
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
-        """Load a trained task model from a run directory.
+        """A task model from a trained run or from a pretrained checkpoint.
 
         Args:
             preset: string. A run directory of `python train.py`
-                (`logs/<run>`, holding `model.keras`), or a `.keras` file.
-            **kwargs: unused for now; reserved for heads built on a
-                pretrained backbone.
+                (`logs/<run>`, holding `model.keras`) or a `.keras` file:
+                the trained model comes back as it was. Or a Hugging Face
+                BERT directory (`config.json`, `model.safetensors`,
+                `vocab.txt`): a new head on the pretrained backbone, with
+                the checkpoint's tokenizer as the preprocessor.
+            **kwargs: for a checkpoint, the task's arguments (for example
+                `num_classes=` and `label_names=` for a classifier,
+                `tag_names=` and `scheme=` for a tagger), plus
+                `sequence_length=` (default 128) and, for a tagger,
+                `unit=` (`"char"` or `"word"`).
 
         Returns:
             The model, with its preprocessor.
         """
+        from keras_encoder.checkpoints import WEIGHTS_FILE, load_pretrained
+        from keras_encoder.models.preprocessor import EncoderPreprocessor
+
+        if os.path.isfile(os.path.join(preset, WEIGHTS_FILE)):
+            sequence_length = kwargs.pop("sequence_length", 128)
+            unit = kwargs.pop("unit", None)
+            backbone, tokenizer = load_pretrained(preset, sequence_length=sequence_length)
+            return cls(backbone=backbone, preprocessor=EncoderPreprocessor(tokenizer, unit=unit), **kwargs)
         path = os.path.join(preset, "model.keras") if os.path.isdir(preset) else preset
         if not os.path.isfile(path):
             raise ConfigError(
-                f"{preset}: no model.keras here. Give a finished run directory "
-                "(logs/<run>/, written by python train.py) or a .keras file."
+                f"{preset}: no model.keras or {WEIGHTS_FILE} here. Give a finished run directory "
+                "(logs/<run>/, written by python train.py), a .keras file or a BERT checkpoint."
             )
         if kwargs:
             raise ConfigError(

@@ -125,7 +125,7 @@ def test_from_preset_loads_a_run_directory_or_a_keras_file(make_backbone, tokeni
         assert isinstance(loaded, EncoderClassifier) and loaded.label_names == ["neg", "pos"]
         assert loaded.preprocessor.tokenizer.vocabulary == tokenizer.vocabulary
         np.testing.assert_array_equal(loaded.predict(IDS, verbose=0), model.predict(IDS, verbose=0))
-    with pytest.raises(ConfigError, match="no model.keras here"):
+    with pytest.raises(ConfigError, match="no model.keras or model.safetensors here"):
         EncoderClassifier.from_preset(str(tmp_path))
     with pytest.raises(ConfigError, match="takes no other arguments.*Received: num_classes"):
         EncoderClassifier.from_preset(str(tmp_path / "run"), num_classes=3)

@@ -11,7 +11,7 @@ from keras_encoder.export import (
     write_saved_model,
 )
 from keras_encoder.layers.layer_utils import check_positive_int
-from keras_encoder.models.task import EncoderTask, backbone_on_token_ids, text_list
+from keras_encoder.models.task import EncoderTask, backbone_on_token_ids
 
 
 @keras.saving.register_keras_serializable(package="keras_encoder")
@@ -92,28 +92,14 @@ class EncoderClassifier(EncoderTask):
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
-    def predict(self, x, batch_size=None, **kwargs):
-        """Labels for raw strings, or logits for token ids.
+    def _predict_text(self, batches):
+        """Labels for batches of raw strings, as the export gives them.
 
-        Args:
-            x: raw strings (a list, an array or a `tf.string` tensor), or
-                token ids / a dataset of them.
-            batch_size: int. Texts per call. Defaults to 32.
-
-        Returns:
-            For raw strings, a dict of NumPy arrays, as the export returns:
-            `label` (str), `label_id` (int32) and `probabilities` `(B, C)`.
-            Otherwise the logits `(B, C)`, as `keras.Model.predict`.
+        Returns a dict of NumPy arrays: `label` (str), `label_id` (int32)
+        and `probabilities` `(B, C)`. `predict(texts)` returns this.
         """
-        from keras_encoder.models.task import _is_text
-
-        empty = isinstance(x, (list, tuple)) and not x  # no texts: nothing to run
-        if not empty and (not _is_text(x) or isinstance(x, tf.data.Dataset)):
-            return super().predict(x, batch_size=batch_size, **kwargs)
         serve = self._serving(jit_compile=False)
-        texts = text_list(x)
-        size = batch_size or 32
-        parts = [serve(tf.constant(texts[start : start + size], tf.string)) for start in range(0, len(texts), size)]
+        parts = [serve(tf.constant(batch, tf.string)) for batch in batches]
         if not parts:
             return {
                 "label": np.zeros([0], object),

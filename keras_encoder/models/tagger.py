@@ -11,7 +11,7 @@ from keras_encoder.export import tagger_serving, write_saved_model
 from keras_encoder.layers.crf import ChainCRF
 from keras_encoder.layers.layer_utils import check_positive_int
 from keras_encoder.layers.window import WindowFeatureScores
-from keras_encoder.models.task import EncoderTask, backbone_on_token_ids, text_list
+from keras_encoder.models.task import EncoderTask, backbone_on_token_ids
 
 SCHEMES = ("bio", "plain")
 # A move that BIO forbids, in decoding: never taken.
@@ -275,31 +275,17 @@ class EncoderTagger(EncoderTask):
                 result[i] = [self.tag_names[t] for t in ids]
         return result
 
-    def predict(self, x, batch_size=None, **kwargs):
-        """Tags and entities for raw strings, or logits for token ids.
+    def _predict_text(self, batches):
+        """Tags and entities for batches of raw strings.
 
-        Args:
-            x: raw strings (a list, an array or a `tf.string` tensor), or
-                token ids / a dataset of them.
-            batch_size: int. Texts per call. Defaults to 32.
-
-        Returns:
-            For raw strings, one dict per text: `tokens` (the units),
-            `tags`, `starts`/`ends` (character offsets), and for BIO tags
-            `entities`, a list of `(text, type, start, end)`. Otherwise the
-            logits `(B, T, K)`, as `keras.Model.predict`.
+        Returns one dict per text: `tokens` (the units), `tags`,
+        `starts`/`ends` (character offsets), and for BIO tags `entities`, a
+        list of `(text, type, start, end)`. `predict(texts)` returns this.
         """
-        from keras_encoder.models.task import _is_text
-
-        empty = isinstance(x, (list, tuple)) and not x  # no texts: nothing to run
-        if not empty and (not _is_text(x) or isinstance(x, tf.data.Dataset)):
-            return super().predict(x, batch_size=batch_size, **kwargs)
         serve = self._function("serve")
-        texts = text_list(x)
-        size = batch_size or 32
         results = []
-        for start in range(0, len(texts), size):
-            outputs = {key: value.numpy() for key, value in serve(tf.constant(texts[start : start + size])).items()}
+        for batch in batches:
+            outputs = {key: value.numpy() for key, value in serve(tf.constant(batch, tf.string)).items()}
             for row in range(len(outputs["num_tokens"])):
                 count = outputs["num_tokens"][row]
                 item = {

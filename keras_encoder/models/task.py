@@ -24,9 +24,6 @@ class EncoderTask(keras.Model):
     goes to Keras as it is.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-
     @property
     def backbone(self):
         """The functional encoder (`build_encoder`) this task wraps."""
@@ -97,6 +94,27 @@ class EncoderTask(keras.Model):
         if dataset is None:
             return super().evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
         return super().evaluate(dataset, **kwargs)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        """Predictions for raw strings, or the outputs for token ids.
+
+        Args:
+            x: raw strings (a list, an array or a `tf.string` tensor), or
+                token ids / a dataset of them.
+            batch_size: int. Texts per call. Defaults to 32.
+
+        Returns:
+            For raw strings, what the task's export returns (for a
+            classifier a dict of `label`, `label_id`, `probabilities`; for a
+            tagger one dict of tokens, tags, offsets and entities per text);
+            otherwise the model's outputs, as `keras.Model.predict`.
+        """
+        empty = isinstance(x, (list, tuple)) and not x  # no texts: nothing to run
+        if not empty and (not _is_text(x) or isinstance(x, tf.data.Dataset)):
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        texts = text_list(x)
+        size = batch_size or 32
+        return self._predict_text([texts[start : start + size] for start in range(0, len(texts), size)])
 
     def compile_from_config(self, config):
         # A `.keras` file stores what `compile()` resolved its "auto"

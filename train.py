@@ -8,6 +8,7 @@ Examples:
     python train.py --data peoples-daily-ner          # built-in Chinese NER
     python train.py --data my_ner.conll               # tagging, picked by the extension
     python train.py --data wordnet-supersenses --init path/to/bert_checkpoint
+    python train.py --data my.csv --init path/to/bert_checkpoint --lora-rank 8
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
     tensorboard --logdir logs
 
@@ -76,6 +77,10 @@ HELP = {
     "logdir": "directory that holds run directories",
     "run_name": "run directory name (default: the data's name)",
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
+    "lora_rank": "train LoRA adapters of this rank and the task head only, the backbone frozen; "
+    "the export merges them (0: train every weight)",
+    "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
+    "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
 }
 CHOICES = {
     "preset": tuple(PRESETS),

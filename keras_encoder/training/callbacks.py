@@ -1,16 +1,19 @@
-"""Callbacks that write pictures to TensorBoard without slowing training.
+"""Training callbacks: pictures for TensorBoard, timing, weight swaps, adapter files.
 
-Both run after an epoch, outside the training step: the attention maps use
+The picture callbacks run after an epoch, outside the training step: the attention maps use
 `attention_probe` (same weights, separate inference pass) on a handful of
 fixed sentences, and the confusion matrix one pass over the validation set.
 """
 
+import json
+import os
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_encoder.errors import KerasEncoderError
 from keras_encoder.models import attention_probe
 from keras_encoder.training import plots
 from keras_encoder.training.metrics import classification_report, confusion_matrix
@@ -215,3 +218,72 @@ class RawWeightsBack(keras.callbacks.Callback):
         if self.swap._ema_weights_in_model:
             self.swap._swap_variables()
             self.swap._ema_weights_in_model = False
+
+
+class AdapterCheckpoints(keras.callbacks.Callback):
+    """Saves the LoRA adapters and head after every epoch; puts them back on resume.
+
+    `keras.callbacks.BackupAndRestore` saves weights with `save_weights`,
+    which stores each adapted kernel with its update merged in and drops
+    the adapter matrices; restored that way, the adapters come back as
+    zeros and would never learn again. This callback keeps each epoch's
+    adapters in `directory/adapters-<epoch>.safetensors` (a few hundred KB
+    each) and, once `BackupAndRestore` has restored epoch `k`, takes the
+    update back out of the kernels and reassigns epoch `k`'s adapters
+    (`keras_encoder.adapters.restore_adapters`), so training goes on
+    exactly where it stopped. The file of the best epoch is also the run's
+    adapter file.
+
+    Put this callback before `BackupAndRestore` in the callback list (an
+    epoch's adapters are on disk before its weights backup) and
+    `self.restorer()` after it.
+
+    Args:
+        directory: string. Where the adapter files go.
+        backup_dir: string. `BackupAndRestore`'s `backup_dir`.
+    """
+
+    def __init__(self, directory, backup_dir):
+        super().__init__()
+        self.directory = directory
+        self.backup_dir = backup_dir
+
+    def path(self, epoch):
+        """The adapter file of `epoch` (1-based: after that many epochs)."""
+        return os.path.join(self.directory, f"adapters-{epoch:03d}.safetensors")
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_encoder.adapters import save_adapters
+
+        os.makedirs(self.directory, exist_ok=True)
+        partial = self.path(epoch + 1) + ".partial"
+        save_adapters(self.model, partial)
+        os.replace(partial, self.path(epoch + 1))
+
+    def restorer(self):
+        """The callback that puts the adapters back after `BackupAndRestore`."""
+        return _AdapterRestorer(self)
+
+
+class _AdapterRestorer(keras.callbacks.Callback):
+    def __init__(self, checkpoints):
+        super().__init__()
+        self.checkpoints = checkpoints
+
+    def on_train_begin(self, logs=None):
+        from keras_encoder.adapters import restore_adapters
+
+        metadata = os.path.join(self.checkpoints.backup_dir, "training_metadata.json")
+        if not os.path.exists(metadata):
+            return  # a fresh start
+        with open(metadata, encoding="utf-8") as handle:
+            epoch = int(json.load(handle)["epoch"])
+        if epoch == 0:
+            return
+        path = self.checkpoints.path(epoch)
+        if not os.path.exists(path):
+            raise KerasEncoderError(
+                f"{path} is missing: the backup of epoch {epoch} cannot get its LoRA adapters "
+                f"back. Delete {self.checkpoints.backup_dir} to start the run over."
+            )
+        restore_adapters(self.model, path)

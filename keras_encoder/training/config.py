@@ -20,6 +20,8 @@ POOLING_MODES = ("cls", "mean")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 # Validation scores that can pick the best checkpoint and stop training;
 # losses are minimised, the rest maximised.
+# Attention projections LoRA can adapt (`keras_encoder.adapters.LORA_TARGETS`).
+LORA_TARGETS = ("query", "key", "value", "attention_output")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_token_accuracy", "val_entity_f1")
 _CLASSIFY = PRESETS["classify"]
 
@@ -80,6 +82,11 @@ class TrainConfig:
     # The run directory's name; the data's name when not given.
     run_name: str = ""
     probe_sentences: int = _CLASSIFY["probe_sentences"]
+    # LoRA: adapters of this rank on `lora_targets` (comma-separated
+    # projection names) train, with the task head; the backbone is frozen.
+    lora_rank: int = _CLASSIFY["lora_rank"]
+    lora_alpha: float = _CLASSIFY["lora_alpha"]
+    lora_targets: str = _CLASSIFY["lora_targets"]
 
     def __post_init__(self):
         if not self.run_name:
@@ -103,7 +110,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: {value!r}")
-        for name in ("patience", "probe_sentences", "seed", "bigram_buckets", "window_features"):
+        for name in ("patience", "probe_sentences", "seed", "bigram_buckets", "window_features", "lora_rank"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be a non-negative integer. Received: {value!r}")
@@ -139,6 +146,21 @@ class TrainConfig:
                 "--validation-fraction must be positive: early stopping and the "
                 f"checkpoint need a validation split. Received: {self.validation_fraction!r}"
             )
+        alpha = self.lora_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
+            raise ConfigError(f"--lora-alpha must be a non-negative number (0: the rank). Received: {alpha!r}")
+        targets = self.lora_target_names()
+        unknown = [name for name in targets if name not in LORA_TARGETS]
+        if unknown or not targets:
+            raise ConfigError(
+                f"--lora-targets must be a comma-separated list of {', '.join(LORA_TARGETS)}. "
+                f"Received: {self.lora_targets!r}"
+            )
+        if self.lora_rank and self.ema:
+            raise ConfigError(
+                "--lora-rank does not combine with a weight average; use --ema 0 "
+                f"(received --ema {self.ema})."
+            )
         scale = self.window_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
             raise ConfigError(f"--window-scale must be a positive finite number. Received: {scale!r}")
@@ -158,6 +180,12 @@ class TrainConfig:
                 "--position rotary needs an even head size (--hidden / --heads). "
                 f"Received: hidden={self.hidden}, heads={self.heads}"
             )
+
+    def lora_target_names(self):
+        """`lora_targets` as a tuple of names."""
+        if not isinstance(self.lora_targets, str):
+            return ()
+        return tuple(name.strip() for name in self.lora_targets.split(",") if name.strip())
 
     def encoder_config(self, vocabulary_size):
         """The `EncoderConfig` for a tokenizer of `vocabulary_size` tokens."""

@@ -40,6 +40,9 @@ COMMON = {
     "epochs": 10,  # a ceiling: early stopping ends most runs sooner
     "patience": 3,  # epochs without a better validation score before stopping
     "probe_sentences": 3,  # validation sentences drawn as attention maps each epoch
+    "lora_rank": 0,  # 0: every weight trains; R: LoRA adapters of rank R and the head only
+    "lora_alpha": 0.0,  # LoRA scale alpha / rank; 0 means alpha = rank (scale 1), as in Keras
+    "lora_targets": "query,value",  # the projections LoRA adapts, as in the LoRA paper
     "logdir": "logs",  # run directories go here
 }
 
@@ -86,6 +89,14 @@ PRETRAINED = {
     "token_dropout": 0.0,  # the checkpoint never saw [UNK] noise in pretraining
     "bigram_buckets": 0,  # not part of a BERT checkpoint
     "ema": 0.0,  # a few hundred steps: nothing to average over
+}
+
+
+# LoRA (`--lora-rank`) overrides these values: only the adapters and the
+# head train, which takes a larger step.
+LORA = {
+    "learning_rate": 5e-4,  # the LoRA paper's rate for RoBERTa (4e-4 to 5e-4); not yet chosen on validation here
+    "ema": 0.0,  # adapter files hold the raw weights; a weight average would not match them
 }
 
 

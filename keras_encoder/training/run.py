@@ -21,19 +21,27 @@ run of another config, is left alone and the new run gets a numbered name.
 
 import os
 import shutil
+import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from keras_encoder.adapters import enable_lora
 from keras_encoder.checkpoints import init_values, load_init
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
 from keras_encoder.text import Tokenizer
-from keras_encoder.training.callbacks import AttentionMapCallback, EpochTimer, RawWeightsBack
+from keras_encoder.training.callbacks import (
+    AdapterCheckpoints,
+    AttentionMapCallback,
+    EpochTimer,
+    RawWeightsBack,
+)
 from keras_encoder.training.config import TrainConfig
 from keras_encoder.training.optimizer import make_optimizer
-from keras_encoder.training.presets import PRESETS, PRETRAINED, fitted_to_data, preset_for
+from keras_encoder.training.presets import LORA, PRESETS, PRETRAINED, fitted_to_data, preset_for
 from keras_encoder.training.run_dir import (
     METRICS_FILE,
     best_epoch,
@@ -46,6 +54,8 @@ from keras_encoder.training.run_dir import (
 from keras_encoder.training.tasks import load_task, task_of
 
 STATE_FILE = "state.json"
+# The best epoch's LoRA adapters and head, for the base checkpoint.
+ADAPTERS_FILE = "adapters.safetensors"
 _KIND_NOUNS = {"classify": "classification", "tag": "tagging"}
 
 
@@ -75,7 +85,8 @@ def train(values, echo=print):
     # Flag values out of range stop here, before a large corpus is read:
     # any preset of the task checks them (the tagging presets differ only
     # in values that the data, not the user, decides).
-    TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **values, "task": kind})
+    lora = LORA if values.get("lora_rank") else {}
+    TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **lora, **values, "task": kind})
     try:
         task = load_task(
             data,
@@ -123,6 +134,7 @@ def train(values, echo=print):
                     f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
                 )
         defaults = {**defaults, **PRETRAINED, **architecture}
+    defaults = {**defaults, **lora}
     config = TrainConfig.from_dict(
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )
@@ -185,13 +197,39 @@ def run(config: TrainConfig, task=None, echo=print):
         if backbone is None:
             backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
         model = task.build_model(config, backbone, task.preprocessor(tokenizer))
+        trainable = _trainable_parameters(model)
+        if config.lora_rank:
+            lora = enable_lora(
+                model, config.lora_rank, config.lora_alpha or None, config.lora_target_names()
+            )
+            trainable = lora["trainable_parameters"]
+            echo(
+                f"LoRA rank {config.lora_rank} on {', '.join(lora['targets'])} of "
+                f"{len(lora['adapted']) // len(lora['targets'])} blocks: {trainable:,} of "
+                f"{lora['parameters']:,} parameters train (the adapters and the head)"
+            )
         _fit(config, task, model, run_dir, tokenizer, monitor, echo)
         state["trained"] = True
+        state["trainable_parameters"] = trainable
         write_json(state_path, state)
     history = read_history(run_dir)
+    monitor_best = best_epoch(history, monitor)
 
     # === Evaluation on the held-out test split, with the best weights ===
-    model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
+    with warnings.catch_warnings():
+        # A LoRA checkpoint's optimizer state covers the adapters only.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
+    if config.lora_rank:
+        # The .keras file holds each adapted kernel with the best epoch's
+        # update merged in, and no adapters (our attention layer rebuilds
+        # its projections from its own config): the model, its export and
+        # model.keras cost nothing extra. The adapters alone go to
+        # adapters.safetensors, for the base checkpoint.
+        best_adapters = AdapterCheckpoints(os.path.join(run_dir, "checkpoints"), None).path(
+            int(monitor_best["epoch"]) + 1
+        )
+        shutil.copyfile(best_adapters, os.path.join(run_dir, ADAPTERS_FILE))
     task_metrics, summary = task.evaluate(model)
 
     # === Artifacts ===
@@ -200,7 +238,7 @@ def run(config: TrainConfig, task=None, echo=print):
     shutil.rmtree(export_dir, ignore_errors=True)
     model.export(export_dir)
 
-    best = best_epoch(history, monitor)
+    best = monitor_best
     metrics = {
         "task": task.name,
         "preset": config.preset,
@@ -217,6 +255,8 @@ def run(config: TrainConfig, task=None, echo=print):
         "train_seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),
         "vocabulary_size": tokenizer.vocabulary_size,
         "parameters": int(model.count_params()),
+        "trainable_parameters": state.get("trainable_parameters"),
+        "lora_rank": config.lora_rank,
         "data": task.data.stats,
     }
     _write_hparams(run_dir, config, metrics)
@@ -233,13 +273,17 @@ def run(config: TrainConfig, task=None, echo=print):
     return metrics
 
 
+def _trainable_parameters(model):
+    return int(sum(np.prod(variable.shape) for variable in model.trainable_weights))
+
+
 def _write_hparams(run_dir, config, metrics):
     """The config and the final scores, for TensorBoard's HParams dashboard."""
     scores = {
         key: value
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
-        and (key.startswith(("test_", "best_")) or key in ("epochs_run", "train_seconds", "parameters"))
+        and (key.startswith(("test_", "best_")) or key in ("epochs_run", "train_seconds", "parameters", "trainable_parameters"))
     }
     with tf.summary.create_file_writer(run_dir).as_default():
         hparams_api.hparams(config.to_dict(), trial_id=os.path.basename(run_dir))
@@ -276,6 +320,8 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
     # before the recording ones: they add validation scores (macro-F1,
     # entity F1) to the epoch logs that the recording callbacks then write.
     ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
+    backup_dir = os.path.join(run_dir, "backup")
+    adapter_files = AdapterCheckpoints(checkpoint_dir, backup_dir) if config.lora_rank else None
     callbacks = [
         *([ema_swap] if ema_swap is not None else []),
         *task.callbacks(run_dir),
@@ -291,8 +337,10 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=run_dir, write_graph=False),
         *([RawWeightsBack(ema_swap)] if ema_swap is not None else []),
+        *([adapter_files] if adapter_files is not None else []),
         # Two generations, so a kill while writing one leaves the other.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        *([adapter_files.restorer()] if adapter_files is not None else []),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.patience:

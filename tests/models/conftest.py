@@ -1,5 +1,6 @@
-"""Fixtures of the task-model tests: a tiny tokenizer and backbone, and a
-fresh Python that serves an exported SavedModel with TensorFlow alone."""
+"""Fixtures of the task-model tests: a fresh Python that serves an exported
+SavedModel with TensorFlow alone (the tiny tokenizer and backbone are in
+tests/conftest.py)."""
 
 import json
 import subprocess
@@ -8,36 +9,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from keras_encoder.models import EncoderConfig, build_encoder
-from keras_encoder.text import Tokenizer
-from keras_encoder.text.tokenizer import RESERVED_TOKENS
-
-# A fixed vocabulary: no learning step, the same ids on every run.
-VOCABULARY = RESERVED_TOKENS + list("这个手机很好用质量太差了还不错推荐和中文江泽民在北京书国人") + [
-    "mixed", "english", "new", "york", "read", "##ing", "i", "saw", "today", ".",
-]
-
-
-@pytest.fixture(scope="session")
-def tokenizer():
-    return Tokenizer(VOCABULARY, sequence_length=16)
-
-
-@pytest.fixture
-def make_backbone(tokenizer):
-    """`make_backbone(**overrides)`: a one-block encoder over the fixed vocabulary."""
-
-    def make(**overrides):
-        values = dict(
-            vocabulary_size=tokenizer.vocabulary_size, max_length=16, hidden_dim=8, num_heads=2,
-            num_layers=1, intermediate_dim=16, dropout=0.0,
-        )
-        values.update(overrides)
-        return build_encoder(EncoderConfig(**values))
-
-    return make
-
 
 SERVE = textwrap.dedent(
     """

@@ -84,3 +84,45 @@ def test_init_that_is_no_checkpoint_is_named(tmp_path):
                    str(tmp_path / "logs"))
     assert result.returncode == 2
     assert f"--init {tmp_path}: neither a BERT checkpoint" in result.stderr
+
+
+@pytest.mark.slow
+def test_lora_trains_adapters_saves_them_alone_and_exports_merged(tmp_path):
+    import zipfile
+
+    from keras_encoder.adapters import load_adapters
+    from keras_encoder.models import EncoderClassifier
+
+    texts = write_corpus(tmp_path / "reviews.csv")
+    write_checkpoint(tmp_path / "bert", texts)
+    result = train(
+        "--data", str(tmp_path / "reviews.csv"), "--logdir", str(tmp_path / "logs"),
+        "--init", str(tmp_path / "bert"), "--lora-rank", "2", "--epochs", "2", "--patience", "0",
+        "--batch-size", "16", "--probe-sentences", "1", "--run-name", "lora",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LoRA rank 2 on query, value of 1 blocks" in result.stdout
+    run = tmp_path / "logs" / "lora"
+    config = json.loads((run / "config.json").read_text())
+    assert config["lora_rank"] == 2 and config["learning_rate"] == 5e-4
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Adapters (query and value: 16 x 2 heads x rank 2 + 2 x 8, each) and the head train.
+    assert metrics["trainable_parameters"] == 2 * (16 * 2 * 2 + 2 * 8) + (16 * 2 + 2)
+    assert metrics["parameters"] > 20 * metrics["trainable_parameters"]
+    # model.keras and the export hold plain merged kernels, no adapters.
+    with zipfile.ZipFile(run / "model.keras") as archive:
+        assert "lora" not in archive.read("config.json").decode()
+    assert (run / "export" / "saved_model.pb").exists()
+
+    # The adapter file alone, on the base checkpoint, gives the trained model.
+    trained = EncoderClassifier.from_preset(str(run))
+    base = EncoderClassifier.from_preset(
+        str(tmp_path / "bert"), num_classes=2, label_names=trained.label_names,
+        sequence_length=trained.preprocessor.tokenizer.sequence_length,
+    )
+    load_adapters(base, run / "adapters.safetensors")
+    sample = texts[:16]
+    np.testing.assert_allclose(
+        base.predict(sample)["probabilities"], trained.predict(sample)["probabilities"], atol=1e-5
+    )
+    assert (run / "adapters.safetensors").stat().st_size < (run / "model.keras").stat().st_size / 5

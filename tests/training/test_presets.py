@@ -117,6 +117,17 @@ BAD = {
         "--position rotary needs an even head size",
     ),
     "tiny max length": ({"max_length": 2}, "--max-length must be at least 3"),
+    "negative lora rank": ({"lora_rank": -1}, "--lora-rank must be a non-negative integer. Received: -1"),
+    "negative lora alpha": ({"lora_alpha": -2.0}, "--lora-alpha must be a non-negative number"),
+    "unknown lora target": (
+        {"lora_targets": "query,ffn"},
+        "--lora-targets must be a comma-separated list of query, key, value, attention_output. Received: 'query,ffn'",
+    ),
+    "no lora target": ({"lora_targets": " , "}, "--lora-targets must be a comma-separated list"),
+    "lora with a weight average": (
+        {"lora_rank": 4, "ema": 0.99},
+        r"--lora-rank does not combine with a weight average; use --ema 0 \(received --ema 0.99\)",
+    ),
 }
 
 
@@ -143,3 +154,11 @@ def test_config_file_errors_name_the_file(tmp_path):
         TrainConfig.read_json_file(str(path))
     with pytest.raises(ConfigError, match="Config file not found"):
         TrainConfig.read_json_file(str(tmp_path / "nope.json"))
+
+
+def test_config_lists_the_lora_targets_the_adapters_know():
+    from keras_encoder.adapters.lora import LORA_TARGETS as ADAPTER_TARGETS
+    from keras_encoder.training.config import LORA_TARGETS
+
+    assert LORA_TARGETS == ADAPTER_TARGETS
+    assert TrainConfig(lora_targets="value, query").lora_target_names() == ("value", "query")

@@ -181,3 +181,31 @@ def test_task_models_start_from_the_checkpoint():
     tagger = EncoderTagger.from_preset(MINILM, tag_names=["O", "B-X", "I-X"], scheme="bio", unit="word")
     tagged = tagger.predict(["Hello big world"])[0]
     assert tagged["tokens"] == ["Hello", "big", "world"] and len(tagged["tags"]) == 3
+
+
+@pytest.mark.slow
+def test_fine_tuned_checkpoint_exports_and_serves_any_string(tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
+
+    from keras_encoder.models import EncoderClassifier
+
+    texts = ["A striker scored.", "Bake the bread.", "Rain tonight.", "The team won."] * 2
+    labels = np.array([0, 1, 2, 0] * 2)
+    classifier = EncoderClassifier.from_preset(
+        MINILM, num_classes=3, label_names=["sport", "food", "weather"], sequence_length=64
+    )
+    classifier.compile()
+    before = classifier.get_layer("logits").get_weights()[0].copy()
+    classifier.fit(texts, labels, batch_size=4, epochs=1, verbose=0)
+    assert not np.allclose(classifier.get_layer("logits").get_weights()[0], before)
+
+    # Empty text, and 20,000 characters: far past 64 word pieces, cut as in training.
+    served_texts = ["", "rain " * 4_000, "Fry the onions.", "Ünïcödé 中文 😀"]
+    expected = classifier.predict(served_texts)
+    classifier.export(str(tmp_path / "export"))
+    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    served = serve(tf.constant(served_texts))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected["probabilities"], atol=1e-5)
+    assert [label.decode() for label in served["label"].numpy()] == list(expected["label"])
+    assert np.allclose(served["probabilities"].numpy().sum(-1), 1.0, atol=1e-5)

@@ -131,6 +131,12 @@ def main(argv=None):
         config_file = flags.pop("config", None)
         values = config_module.TrainConfig.read_json_file(config_file) if config_file else {}
         values.update(flags)
+        if os.environ.get("TF_CONFIG"):
+            # Each worker would train alone and write the same run directory.
+            raise KerasEncoderError(
+                "TF_CONFIG is set (a multi-worker cluster), but train.py trains in one "
+                "process; unset TF_CONFIG to train here."
+            )
         from keras_encoder.training import train  # TensorFlow loads here, after flags
 
         train(values)

@@ -2,11 +2,14 @@
 
 Examples:
 
-    python -m keras_encoder.launch --workers 2 train.py --epochs 3
-    python -m keras_encoder.launch --workers 4 --timeout 3600 --log-dir logs/launch train.py
+    python -m keras_encoder.launch --workers 2 my_training.py --epochs 3
+    python -m keras_encoder.launch --workers 4 --timeout 3600 --log-dir logs/launch my_training.py
     python -m keras_encoder.launch --workers 2 --port-base 23456 my_script.py --flag value
 
-Each of the N workers runs `python SCRIPT ARGS...` with its own `TF_CONFIG`
+SCRIPT is a training script that builds its model under
+`tf.distribute.MultiWorkerMirroredStrategy` (`train.py` does not yet: it
+refuses to run with `TF_CONFIG` set). Each of the N workers runs
+`python SCRIPT ARGS...` with its own `TF_CONFIG`
 environment variable, which `tf.distribute.MultiWorkerMirroredStrategy`
 reads to find its peers: the same cluster of N `localhost` ports for every
 worker (free ports, or PORT_BASE, PORT_BASE+1, ... with --port-base) and
@@ -31,7 +34,7 @@ and gives that machine's own index. On host-a:
 
     export TF_CONFIG='{"cluster": {"worker": ["host-a:12345", "host-b:12345"]},
                        "task": {"type": "worker", "index": 0}}'
-    python train.py --epochs 3
+    python my_training.py --epochs 3
 
 and on host-b the same command with `"index": 1`. Worker 0 is the chief.
 """
@@ -132,7 +135,7 @@ def launch(
 
     Example:
 
-    >>> exit_code = launch("train.py", ["--epochs", "3"], 2)
+    >>> exit_code = launch("my_training.py", ["--epochs", "3"], 2)
     """
     _check_arguments(script, workers, port_base, timeout, grace)
     ports = _free_ports(workers) if port_base is None else list(range(port_base, port_base + workers))

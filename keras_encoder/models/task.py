@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_encoder.distribute import multi_worker_logs, zeros_like_spec
 from keras_encoder.errors import ConfigError
 
 
@@ -116,10 +117,32 @@ class EncoderTask(keras.Model):
         size = batch_size or 32
         return self._predict_text([texts[start : start + size] for start in range(0, len(texts), size)])
 
+    # === Multi-worker training (keras_encoder.distribute explains why) ===
+
+    def train_step(self, data):
+        return multi_worker_logs(self.distribute_strategy, super().train_step(data))
+
+    def test_step(self, data):
+        return multi_worker_logs(self.distribute_strategy, super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            # Keras would draw a batch from a fresh pass over the data, which
+            # fails on several workers (it reduces the batch) and, for a
+            # dataset that reshuffles each pass, shifts every epoch's order
+            # by one against a run without a strategy. A batch of zeros of
+            # the data's shapes builds the same.
+            data_batch = zeros_like_spec(iterator.data_adapter.get_tf_dataset().element_spec)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def compile_from_config(self, config):
         # A `.keras` file stores what `compile()` resolved its "auto"
         # arguments to; a loss of None is the tagger's CRF loss, which
         # lives in `compute_loss`, so it comes back as "auto".
+        # train.py compiles with keras_encoder's AdamW: registered on import.
+        import keras_encoder.training.optimizer  # noqa: F401
+
         config = keras.saving.deserialize_keras_object(config)
         if config.get("loss") is None:
             config["loss"] = "auto"

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_encoder.distribute import is_multi_worker
 from keras_encoder.errors import KerasEncoderError
 from keras_encoder.models import attention_probe
 from keras_encoder.training import plots
@@ -118,9 +119,14 @@ class ConfusionMatrixCallback(keras.callbacks.Callback):
 
 def predict_labels(model, dataset):
     """True and predicted class ids over a `(token_ids, labels)` dataset."""
+    predict = model.predict_on_batch
+    if is_multi_worker(model.distribute_strategy):
+        # predict_on_batch would run the whole batch on every worker and
+        # gather the copies; each worker scores the set on its own instead.
+        predict = tf.function(lambda token_ids: model(token_ids, training=False), reduce_retracing=True)
     labels, predictions = [], []
     for token_ids, batch_labels in dataset:
-        logits = model.predict_on_batch(token_ids)
+        logits = predict(token_ids)
         labels.append(np.asarray(batch_labels))
         predictions.append(np.argmax(logits, axis=-1))
     if not labels:

@@ -19,8 +19,10 @@ config (from its last finished epoch); a finished run, or an unfinished
 run of another config, is left alone and the new run gets a numbered name.
 """
 
+import dataclasses
 import os
 import shutil
+import tempfile
 import warnings
 
 import keras
@@ -30,6 +32,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from keras_encoder.adapters import enable_lora
 from keras_encoder.checkpoints import init_values, load_init
+from keras_encoder.distribute import barrier, chief_state_callback, from_chief
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
 from keras_encoder.text import Tokenizer
@@ -59,16 +62,20 @@ ADAPTERS_FILE = "adapters.safetensors"
 _KIND_NOUNS = {"classify": "classification", "tag": "tagging"}
 
 
-def train(values, echo=print):
+def train(values, echo=print, strategy=None, cluster=None):
     """Train from flag values: the data picks the preset, `values` override it.
 
     Args:
         values: dict of `TrainConfig` fields (flags, a `--config` file);
             what is not given comes from the preset.
         echo: function that prints a progress line.
+        strategy: the `tf.distribute.Strategy` to train under (default:
+            the current one); see `keras_encoder.distribute`.
+        cluster: the `keras_encoder.distribute.Cluster` of a multi-worker
+            run, or `None`.
 
     Returns:
-        The metrics dict of `run`.
+        The metrics dict of `run` (`None` on a worker other than the chief).
     """
     values = dict(values)
     data = values.get("data", TrainConfig.data)
@@ -139,19 +146,46 @@ def train(values, echo=print):
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )
     echo(f"Preset {preset}; every value this run uses goes to config.json")
-    return run(config, task=task, echo=echo)
+    return run(config, task=task, echo=echo, strategy=strategy, cluster=cluster)
 
 
-def run(config: TrainConfig, task=None, echo=print):
+def run(config: TrainConfig, task=None, echo=print, strategy=None, cluster=None):
     """Train, evaluate on the test split and export; return the metrics dict.
+
+    Under a multi-worker `strategy`, every worker trains; only the chief
+    (worker 0) writes the run directory, evaluates and exports. The other
+    workers write to a temporary directory, delete it and return `None`.
 
     Args:
         config: a `TrainConfig`; every value is used as it is.
         task: the loaded data (`keras_encoder.training.tasks.load_task`),
             if already read; otherwise read from `config`.
         echo: function that prints a progress line.
+        strategy: the `tf.distribute.Strategy` to train under (default:
+            the current one).
+        cluster: the `keras_encoder.distribute.Cluster`, or `None`.
     """
     config.validate()
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is the global batch, split evenly over "
+            f"{replicas} replicas; give a multiple of {replicas}."
+        )
+    scratch = None
+    if cluster is not None and not cluster.is_chief:
+        # The same work as the chief, into a directory nobody keeps.
+        scratch = tempfile.mkdtemp(prefix=f"keras_encoder_worker{cluster.index}_")
+        config = dataclasses.replace(config, logdir=scratch)
+    try:
+        return _run(config, task, echo, strategy, cluster)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(config, task, echo, strategy, cluster):
     keras.utils.set_random_seed(config.seed)
 
     # === Data (errors surface before anything is written) ===
@@ -172,7 +206,8 @@ def run(config: TrainConfig, task=None, echo=print):
     # === Tokenizer: the checkpoint's, or learned on the training split only ===
     backbone = None
     if config.init:
-        backbone, tokenizer = load_init(config.init, config.max_length)
+        with strategy.scope():
+            backbone, tokenizer = load_init(config.init, config.max_length)
         tokenizer.save(run_dir)
         echo(f"Starting from {config.init}: {backbone.count_params():,} pretrained parameters")
     elif resumed and os.path.exists(os.path.join(run_dir, "vocab.txt")):
@@ -193,23 +228,36 @@ def run(config: TrainConfig, task=None, echo=print):
     # === Training ===
     state_path = os.path.join(run_dir, STATE_FILE)
     state = read_json(state_path) or {}
-    if not state.get("trained"):
-        if backbone is None:
-            backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
-        model = task.build_model(config, backbone, task.preprocessor(tokenizer))
-        trainable = _trainable_parameters(model)
-        if config.lora_rank:
-            lora = enable_lora(
-                model, config.lora_rank, config.lora_alpha or None, config.lora_target_names()
-            )
-            trainable = lora["trainable_parameters"]
-            echo(
-                f"LoRA rank {config.lora_rank} on {', '.join(lora['targets'])} of "
-                f"{len(lora['adapted']) // len(lora['targets'])} blocks: {trainable:,} of "
-                f"{lora['parameters']:,} parameters train (the adapters and the head)"
-            )
-        _fit(config, task, model, run_dir, tokenizer, monitor, echo)
+    trained = bool(state.get("trained"))
+    if cluster is not None:
+        # A chief that finished training before a relaunch goes straight on.
+        trained = bool(from_chief(strategy, cluster, [tf.constant(int(trained))])[0])
+        if trained and not cluster.is_chief:
+            barrier(strategy)
+            return None
+    if not trained:
+        with strategy.scope():
+            if backbone is None:
+                backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
+            model = task.build_model(config, backbone, task.preprocessor(tokenizer))
+            trainable = _trainable_parameters(model)
+            if config.lora_rank:
+                lora = enable_lora(
+                    model, config.lora_rank, config.lora_alpha or None, config.lora_target_names()
+                )
+                trainable = lora["trainable_parameters"]
+                echo(
+                    f"LoRA rank {config.lora_rank} on {', '.join(lora['targets'])} of "
+                    f"{len(lora['adapted']) // len(lora['targets'])} blocks: {trainable:,} of "
+                    f"{lora['parameters']:,} parameters train (the adapters and the head)"
+                )
+        resumed_after = _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, cluster)
+        if cluster is not None and not cluster.is_chief:
+            echo(f"Worker {cluster.index} has trained; waiting for the chief to evaluate and export.")
+            barrier(strategy)
+            return None
         state["trained"] = True
+        state["resumed_after_epoch"] = resumed_after
         state["trainable_parameters"] = trainable
         write_json(state_path, state)
     history = read_history(run_dir)
@@ -257,10 +305,14 @@ def run(config: TrainConfig, task=None, echo=print):
         "parameters": int(model.count_params()),
         "trainable_parameters": state.get("trainable_parameters"),
         "lora_rank": config.lora_rank,
+        "resumed_after_epoch": state.get("resumed_after_epoch"),
+        "workers": cluster.num_workers if cluster is not None else 1,
+        "replicas": strategy.num_replicas_in_sync,
         "data": task.data.stats,
     }
     _write_hparams(run_dir, config, metrics)
     write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    barrier(strategy)  # the other workers may leave now
 
     echo("")
     echo(
@@ -291,14 +343,25 @@ def _write_hparams(run_dir, config, metrics):
             tf.summary.scalar(f"hparams/{key}", value, step=0)
 
 
-def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
-    """Train the task model; keep the checkpoint best by `monitor`."""
+def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, cluster):
+    """Train the task model; keep the checkpoint best by `monitor`.
+
+    Returns:
+        The number of epochs finished before this start (a resume), or `None`.
+    """
     steps_per_epoch = int(task.datasets["train"].cardinality())
     # No XLA: length-bucketed batches come in many shapes, each of which XLA
     # would compile anew (Keras' "auto" turns it on wherever a GPU is seen),
     # and on CPU even a fixed set of bucket shapes trained slower under XLA
     # (BENCHMARKS.md).
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
+    with strategy.scope():
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
+        # Built now, on every worker: on a cluster, creating a variable in
+        # the strategy's scope is a collective, and only the chief's
+        # BackupAndRestore would build it. `fit` itself runs outside the
+        # scope, so the chief alone may load a backup (whose loader makes
+        # variables of its own).
+        model.optimizer.build(model.trainable_variables)
 
     history = read_history(run_dir)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
@@ -341,6 +404,8 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
         # Two generations, so a kill while writing one leaves the other.
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
         *([adapter_files.restorer()] if adapter_files is not None else []),
+        # On a cluster, every worker starts from the chief's restored state.
+        chief_state_callback(strategy, cluster),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.patience:
@@ -361,10 +426,13 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo):
         verbose=2 if os.environ.get("CI") else 1,  # a live bar for people, a line per epoch in CI
     )
     if not os.path.exists(best_path):
+        if cluster is not None and not cluster.is_chief:
+            return None  # its scratch ModelCheckpoint did not know the chief's best so far
         raise KerasEncoderError(
             f"Training produced no checkpoint: {monitor_name} was never finite. "
             "Try a lower --learning-rate."
         )
+    return len(history) or None
 
 
 def _probe_sentences(tokenizer, validation_ids, count):

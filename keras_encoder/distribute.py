@@ -35,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 from keras_encoder.errors import ConfigError
 

@@ -2,13 +2,13 @@
 
 Examples:
 
-    python -m keras_encoder.launch --workers 2 my_training.py --epochs 3
-    python -m keras_encoder.launch --workers 4 --timeout 3600 --log-dir logs/launch my_training.py
+    python -m keras_encoder.launch --workers 2 train.py --data my.csv
+    python -m keras_encoder.launch --workers 4 --timeout 3600 --log-dir logs/launch train.py --epochs 3
     python -m keras_encoder.launch --workers 2 --port-base 23456 my_script.py --flag value
 
 SCRIPT is a training script that builds its model under
-`tf.distribute.MultiWorkerMirroredStrategy` (`train.py` does not yet: it
-refuses to run with `TF_CONFIG` set). Each of the N workers runs
+`tf.distribute.MultiWorkerMirroredStrategy`, such as `train.py`.
+Each of the N workers runs
 `python SCRIPT ARGS...` with its own `TF_CONFIG`
 environment variable, which `tf.distribute.MultiWorkerMirroredStrategy`
 reads to find its peers: the same cluster of N `localhost` ports for every
@@ -34,7 +34,7 @@ and gives that machine's own index. On host-a:
 
     export TF_CONFIG='{"cluster": {"worker": ["host-a:12345", "host-b:12345"]},
                        "task": {"type": "worker", "index": 0}}'
-    python my_training.py --epochs 3
+    python train.py --data my.csv
 
 and on host-b the same command with `"index": 1`. Worker 0 is the chief.
 """

@@ -219,10 +219,12 @@ def test_a_batch_not_divisible_by_the_replicas_stops_with_one_sentence(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_killed_worker_and_a_relaunch_resume_from_the_last_finished_epoch(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--lora-rank", "4"]], ids=["full", "lora"])
+def test_a_killed_worker_and_a_relaunch_resume_from_the_last_finished_epoch(tmp_path, extra):
+    """With LoRA, the chief's restored adapters (kept apart from the backup) reach every worker."""
     data = tmp_path / "corpus.csv"
     write_corpus(data, rows=400)
-    argv = flags(data, tmp_path / "logs", "resume", epochs=4)
+    argv = [*flags(data, tmp_path / "logs", "resume", epochs=4), *extra]
     mark = uuid.uuid4().hex
     command = [sys.executable, "-m", "keras_encoder.launch", "--workers", "2",
                "--log-dir", str(tmp_path / "worker-logs"), str(TRAIN), *argv]
@@ -271,3 +273,17 @@ def _worker_pid(mark, index):
                 if json.loads(variable[len("TF_CONFIG="):])["task"]["index"] == index:
                     return int(entry.name)
     raise AssertionError(f"no worker {index} found")
+
+
+@pytest.mark.slow
+def test_the_crf_tagger_trains_on_two_workers(tmp_path):
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_tag_cli import tag_flags, write_conll
+
+    data = tmp_path / "toy.conll"
+    write_conll(data, sentences=120)
+    result = launch(tmp_path, 2, [*tag_flags(data, tmp_path / "logs", "ner", epochs=2), "--crf"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "logs" / "ner" / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and "test_entity_f1" in metrics
+    assert list((tmp_path / "tmp").glob("keras_encoder_worker*")) == []

@@ -19,12 +19,14 @@ each replica's share of the gradient before summing the shares;
 `keras_encoder.training.optimizer.AdamW` sums first, so that N workers
 train as one device does on the same global batches.
 
-Every worker runs the same callbacks, so that each collective operation
-(a distributed `predict`, a metric read) happens on all of them; only the
-chief's run directory is real, and the other workers write theirs to a
-temporary directory that they delete. `ChiefState` copies the chief's
-restored weights, optimizer state and epoch to every worker when a run
-resumes, so a resume needs the run directory only on the chief.
+Every worker must start the same collective operations in the same
+order, and creating a variable inside the strategy's scope is one. So
+every worker runs the same callbacks (only the chief's run directory is
+real; the others write to a temporary directory that they delete), and
+`fit` runs outside the scope, where the chief alone may load a backup.
+`chief_state_callback` then copies the chief's restored weights,
+optimizer state and epoch to every worker (`from_chief`), so a resume
+needs the run directory only on the chief.
 """
 
 import dataclasses

@@ -118,23 +118,26 @@ class EncoderTask(keras.Model):
         return self._predict_text([texts[start : start + size] for start in range(0, len(texts), size)])
 
     # === Multi-worker training (keras_encoder.distribute explains why) ===
+    # The TensorFlow trainer's methods; other backends keep their own.
 
-    def train_step(self, data):
-        return multi_worker_logs(self.distribute_strategy, super().train_step(data))
+    if keras.backend.backend() == "tensorflow":
 
-    def test_step(self, data):
-        return multi_worker_logs(self.distribute_strategy, super().test_step(data))
+        def train_step(self, data):
+            return multi_worker_logs(self.distribute_strategy, super().train_step(data))
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None and self._distribute_strategy is not None:
-            # Keras would draw a batch from a fresh pass over the data, which
-            # fails on several workers (it reduces the batch) and, for a
-            # dataset that reshuffles each pass, shifts every epoch's order
-            # by one against a run without a strategy. A batch of zeros of
-            # the data's shapes builds the same.
-            data_batch = zeros_like_spec(iterator.data_adapter.get_tf_dataset().element_spec)
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        def test_step(self, data):
+            return multi_worker_logs(self.distribute_strategy, super().test_step(data))
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            if iterator is not None and self._distribute_strategy is not None:
+                # Keras would draw a batch from a fresh pass over the data, which
+                # fails on several workers (it reduces the batch) and, for a
+                # dataset that reshuffles each pass, shifts every epoch's order
+                # by one against a run without a strategy. A batch of zeros of
+                # the data's shapes builds the same.
+                data_batch = zeros_like_spec(iterator.data_adapter.get_tf_dataset().element_spec)
+                iterator = None
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compile_from_config(self, config):
         # A `.keras` file stores what `compile()` resolved its "auto"

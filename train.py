@@ -85,6 +85,8 @@ HELP = {
     "the export merges them (0: train every weight)",
     "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
     "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
+    "quantize": "export the model quantized: int8 (weights and activations) or int8-weights "
+    "(weights only); model.keras stays float32 (default: float32 export)",
 }
 CHOICES = {
     "preset": tuple(PRESETS),
@@ -94,13 +96,14 @@ CHOICES = {
     "position": config_module.POSITION_KINDS,
     "pooling": config_module.POOLING_MODES,
     "activation": config_module.ACTIVATIONS,
+    "quantize": config_module.QUANTIZE_MODES,
 }
 
 
 def _default_text(field):
     """`classify 0.1` or, where presets differ, each preset's value."""
     values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
-    if field.name in ("preset", "task", "tag_scheme", "run_name", "init"):
+    if field.name in ("preset", "task", "tag_scheme", "run_name", "init", "quantize"):
         return None  # picked from the data
     if len(set(map(repr, values.values()))) == 1:
         return f"default: {next(iter(values.values()))}"

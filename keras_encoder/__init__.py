@@ -18,7 +18,7 @@ import sys
 
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 
-_SUBMODULES = ("adapters", "checkpoints", "data", "distribute", "export", "launch", "layers", "models", "text", "training")
+_SUBMODULES = ("adapters", "checkpoints", "compress", "data", "distribute", "export", "launch", "layers", "models", "text", "training")
 _CHECKPOINT_FUNCTIONS = ("load_pretrained", "save_pretrained")
 
 if "keras" in sys.modules:

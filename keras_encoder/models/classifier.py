@@ -74,6 +74,9 @@ class EncoderClassifier(EncoderTask):
         self.dropout = dropout
         object.__setattr__(self, "_serve", None)  # traced function: not model state
 
+    def _drop_traced_functions(self):
+        object.__setattr__(self, "_serve", None)
+
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """Compile with the classifier's defaults.
 

@@ -146,6 +146,9 @@ class EncoderTagger(EncoderTask):
         self._crf_layer = chain
         object.__setattr__(self, "_functions", {})  # traced functions: not model state
 
+    def _drop_traced_functions(self):
+        object.__setattr__(self, "_functions", {})
+
     @property
     def unit(self):
         """`"char"` or `"word"`: what the preprocessor cuts text into."""

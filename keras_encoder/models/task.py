@@ -117,6 +117,18 @@ class EncoderTask(keras.Model):
         size = batch_size or 32
         return self._predict_text([texts[start : start + size] for start in range(0, len(texts), size)])
 
+    def quantize(self, mode=None, **kwargs):
+        """`keras.Model.quantize`, and the traced prediction functions dropped.
+
+        `predict` on raw strings keeps traced functions that hold the
+        weights they were traced with; quantizing replaces those weights.
+        """
+        super().quantize(mode, **kwargs)
+        self._drop_traced_functions()
+
+    def _drop_traced_functions(self):
+        """Forget the functions traced for `predict` on raw strings."""
+
     # === Multi-worker training (keras_encoder.distribute explains why) ===
     # The TensorFlow trainer's methods; other backends keep their own.
 

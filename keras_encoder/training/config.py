@@ -22,6 +22,8 @@ ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 # losses are minimised, the rest maximised.
 # Attention projections LoRA can adapt (`keras_encoder.adapters.LORA_TARGETS`).
 LORA_TARGETS = ("query", "key", "value", "attention_output")
+# Quantized exports (`keras_encoder.compress.quantize`).
+QUANTIZE_MODES = ("int8", "int8-weights")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_token_accuracy", "val_entity_f1")
 _CLASSIFY = PRESETS["classify"]
 
@@ -87,6 +89,9 @@ class TrainConfig:
     lora_rank: int = _CLASSIFY["lora_rank"]
     lora_alpha: float = _CLASSIFY["lora_alpha"]
     lora_targets: str = _CLASSIFY["lora_targets"]
+    # Export: "" keeps float32; "int8" or "int8-weights" quantizes the
+    # exported model (model.keras stays float32).
+    quantize: str = ""
 
     def __post_init__(self):
         if not self.run_name:
@@ -127,6 +132,10 @@ class TrainConfig:
                     f"--{_flag(name)} must be one of {', '.join(choices)}. "
                     f"Received: {getattr(self, name)!r}"
                 )
+        if self.quantize and self.quantize not in QUANTIZE_MODES:
+            raise ConfigError(
+                f"--quantize must be one of {', '.join(QUANTIZE_MODES)}. Received: {self.quantize!r}"
+            )
         if self.task == "tag" and self.tag_scheme and self.tag_scheme not in TAG_SCHEMES:
             raise ConfigError(
                 f"--tag-scheme must be one of {', '.join(TAG_SCHEMES)}. Received: {self.tag_scheme!r}"

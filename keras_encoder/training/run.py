@@ -32,6 +32,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from keras_encoder.adapters import enable_lora
 from keras_encoder.checkpoints import init_values, load_init
+from keras_encoder.compress.quantize import directory_bytes, headline_scores, quantize_and_score
 from keras_encoder.distribute import barrier, chief_state_callback, from_chief
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
@@ -282,6 +283,13 @@ def _run(config, task, echo, strategy, cluster):
 
     # === Artifacts ===
     model.save(os.path.join(run_dir, "model.keras"))
+    quantized = {}
+    if config.quantize:
+        # model.keras stays float32; the export and the test scores are the
+        # quantized model's, with the float32 scores beside them.
+        float_scores = headline_scores(task_metrics, "test")
+        task_metrics, summary, quantized = quantize_and_score(model, task, config.quantize, echo)
+        quantized["float32_test"] = float_scores
     export_dir = os.path.join(run_dir, "export")
     shutil.rmtree(export_dir, ignore_errors=True)
     model.export(export_dir)
@@ -306,9 +314,11 @@ def _run(config, task, echo, strategy, cluster):
         "trainable_parameters": state.get("trainable_parameters"),
         "lora_rank": config.lora_rank,
         "resumed_after_epoch": state.get("resumed_after_epoch"),
+        "export_bytes": directory_bytes(export_dir),
         "workers": cluster.num_workers if cluster is not None else 1,
         "replicas": strategy.num_replicas_in_sync,
         "data": task.data.stats,
+        **quantized,
     }
     _write_hparams(run_dir, config, metrics)
     write_json(os.path.join(run_dir, METRICS_FILE), metrics)

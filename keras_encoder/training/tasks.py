@@ -158,18 +158,19 @@ class ClassificationTask:
             )
         ]
 
-    def evaluate(self, model):
-        labels, predictions = predict_labels(model, self.datasets["test"])
+    def evaluate(self, model, split="test"):
+        """`(metrics, line)`: `model`'s scores on `split`, keys prefixed by it."""
+        labels, predictions = predict_labels(model, self.datasets[split])
         matrix = confusion_matrix(labels, predictions, len(self.label_names))
         report = classification_report(matrix, self.label_names)
         metrics = {
-            "test_accuracy": report["accuracy"],
-            "test_macro_f1": report["macro_f1"],
-            "test_per_class": report["per_class"],
-            "test_confusion_matrix": matrix.tolist(),
+            f"{split}_accuracy": report["accuracy"],
+            f"{split}_macro_f1": report["macro_f1"],
+            f"{split}_per_class": report["per_class"],
+            f"{split}_confusion_matrix": matrix.tolist(),
             "label_names": self.label_names,
         }
-        line = f"Test accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+        line = f"{split.capitalize()} accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
         return metrics, line
 
 
@@ -267,27 +268,28 @@ class TaggingTask:
             )
         ]
 
-    def evaluate(self, model):
-        part = self.splits["test"]
+    def evaluate(self, model, split="test"):
+        """`(metrics, line)`: `model`'s scores on `split`, keys prefixed by it."""
+        part = self.splits[split]
         predicted = model.tag_units(part.units)
         report = tagging_report(part.tags, predicted, self.tag_names, self.bio)
         metrics = {
-            "test_token_accuracy": report["token_accuracy"],
+            f"{split}_token_accuracy": report["token_accuracy"],
             "tag_names": self.tag_names,
             "tag_scheme": self.data.scheme,
             "unit": self.data.unit,
-            "num_test_units": part.num_units,
-            "test_per_tag": report["per_tag"],
+            f"num_{split}_units": part.num_units,
+            f"{split}_per_tag": report["per_tag"],
         }
-        line = f"Test token accuracy {report['token_accuracy']:.4f}"
+        line = f"{split.capitalize()} token accuracy {report['token_accuracy']:.4f}"
         if self.bio:
             for name in ("entity_precision", "entity_recall", "entity_f1", "per_type"):
-                metrics[f"test_{name}"] = report[name]
+                metrics[f"{split}_{name}"] = report[name]
             per_type = ", ".join(
                 f"{kind} {scores['f1']:.4f}" for kind, scores in report["per_type"].items()
             )
             line = (
-                f"Test entity F1 {report['entity_f1']:.4f} ({per_type}); "
+                f"{split.capitalize()} entity F1 {report['entity_f1']:.4f} ({per_type}); "
                 f"token accuracy {report['token_accuracy']:.4f}"
             )
         return metrics, line

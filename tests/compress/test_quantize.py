@@ -141,3 +141,20 @@ def test_train_quantize_flag_and_quantize_run_on_a_finished_run(tmp_path, serve_
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2
     assert again.stderr.strip() == f"error: {out} already exists; pass another --out or remove it."
+
+    # bench/compress.py compares the two runs, and replaces only its section.
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Smaller and faster\n\nold table\n\n## Other\n\nkept\n")
+    bench = [
+        sys.executable, os.path.join(REPO, "bench", "compress.py"), str(run), str(out),
+        "--rounds", "1", "--texts", "32", "--latency-samples", "3", "--write", str(report),
+    ]
+    done = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert "old table" not in text and text.endswith("## Other\n\nkept\n")
+    rows = [line for line in text.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2, text
+    assert rows[0].startswith(f"| tiny | {metrics['test_accuracy']:.4f} | ")
+    assert rows[1].startswith(f"| tiny-int8-weights | {derived['test_accuracy']:.4f} (")
+    assert rows[0].split(" | ")[6] == "1.00x"

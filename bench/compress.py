@@ -1,0 +1,219 @@
+"""Smaller and faster, measured: one row per finished run directory.
+
+    python bench/compress.py logs/wordnet-supersenses logs/wordnet-supersenses-int8 \
+        logs/wordnet-supersenses-int8-weights --rounds 3 --write
+
+For each run directory (the first is the anchor the others are compared
+with): its test score and parameter counts from `metrics.json`, the size of
+its `export/` SavedModel on disk, and serving speed measured on the raw
+test texts of the run's own split:
+
+- sequences/s through `serving_default` at batch 32;
+- p50 and p95 latency at batch 1.
+
+Every timing runs in a fresh process (this script with `--worker`), and
+the variants take turns within each of `--rounds` rounds, so a slow spell
+of the machine hits every row rather than one. Each process first passes
+over all its inputs once, untimed (an XLA export compiles each new shape
+on first use, which a server pays once). The table reports the median over
+rounds and the range.
+
+`--write` puts the table in BENCHMARKS.md (or the file it names) under
+"## Smaller and faster", replacing only that section.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # this checkout's keras_encoder
+SECTION = "## Smaller and faster"
+
+
+def directory_bytes(path):
+    return sum(
+        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
+    )
+
+
+def test_texts(run_dir, count):
+    """The first `count` raw texts of the run's test split, in split order."""
+    from keras_encoder.training.config import TrainConfig
+    from keras_encoder.training.tasks import load_task
+
+    values = TrainConfig.read_json_file(os.path.join(run_dir, "config.json"))
+    config = TrainConfig.from_dict(values)
+    task = load_task(
+        config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
+        config.validation_fraction, config.test_fraction, config.seed, echo=lambda *_: None,
+    )
+    return list(task.texts("test"))[:count]
+
+
+def worker(run_dir, texts_count, latency_samples):
+    """Time one export; print one JSON line."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops)
+
+    texts = test_texts(run_dir, texts_count)
+    serve = tf.saved_model.load(os.path.join(run_dir, "export")).signatures["serving_default"]
+    if not texts:
+        sys.exit(f"error: {run_dir} has no test texts to serve")
+    # Batches of 32 (the last may be smaller, on a small split).
+    batches = [tf.constant(texts[start : start + 32]) for start in range(0, len(texts), 32)]
+    singles = [tf.constant([text]) for text in texts[:latency_samples]]
+    for batch in batches + singles:  # untimed: compiles every shape once
+        serve(batch)["label_id"].numpy()
+    start = time.perf_counter()
+    for batch in batches:
+        serve(batch)["label_id"].numpy()
+    seconds = time.perf_counter() - start
+    latencies = []
+    for single in singles:
+        start = time.perf_counter()
+        serve(single)["label_id"].numpy()
+        latencies.append(time.perf_counter() - start)
+    latencies.sort()
+    print(json.dumps({
+        "sequences_per_s": len(texts) / seconds,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+    }))
+
+
+def time_in_fresh_process(run_dir, args):
+    command = [
+        sys.executable, os.path.abspath(__file__), "--worker", run_dir,
+        "--texts", str(args.texts), "--latency-samples", str(args.latency_samples),
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    )
+    if result.returncode != 0:
+        sys.exit(f"error: timing {run_dir} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main_score(metrics):
+    """`(name, value)` of the run's headline test score."""
+    for name in ("test_accuracy", "test_entity_f1", "test_token_accuracy"):
+        if name in metrics:
+            return name, metrics[name]
+    raise SystemExit("error: metrics.json holds no test score")
+
+
+def describe(run_dir):
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, "export")):
+        sys.exit(f"error: {run_dir} is not a finished run directory (metrics.json and export/ are needed)")
+    with open(path, encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    score_name, score = main_score(metrics)
+    return {
+        "run": run_dir,
+        "score_name": score_name,
+        "score": score,
+        "macro_f1": metrics.get("test_macro_f1"),
+        "quantize": metrics.get("quantize", ""),
+        "parameters": metrics.get("parameters"),
+        "trainable": metrics.get("trainable_parameters"),
+        "export_mb": directory_bytes(os.path.join(run_dir, "export")) / 1e6,
+    }
+
+
+def render(rows, command, rounds, texts, latency_samples):
+    anchor = rows[0]
+    score_label = anchor["score_name"].replace("test_", "test ").replace("_", " ")
+    lines = [
+        SECTION,
+        "",
+        f"`{command}`",
+        "",
+        f"Serving `serving_default` on the first {texts} raw test texts of each run's own split "
+        f"(batch 32) and {latency_samples} single texts (batch 1); each variant in its own process, "
+        f"in turns, {rounds} rounds; median over rounds (range).",
+        "",
+        f"| variant | {score_label} | macro-F1 | trainable parameters | export MB | sequences/s at 32 | "
+        "vs anchor | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        speeds = [t["sequences_per_s"] for t in row["timings"]]
+        median = statistics.median(speeds)
+        anchor_speed = statistics.median(t["sequences_per_s"] for t in anchor["timings"])
+        delta = "" if row is anchor else f" ({100 * (row['score'] - anchor['score']):+.2f})"
+        trainable = f"{row['trainable']:,}" if row["trainable"] else ""
+        macro = f"{row['macro_f1']:.4f}" if row["macro_f1"] is not None else ""
+        lines.append(
+            f"| {os.path.basename(row['run'])} | {row['score']:.4f}{delta} | {macro} | {trainable} | "
+            f"{row['export_mb']:.1f} | {median:,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | "
+            f"{median / anchor_speed:.2f}x | "
+            f"{statistics.median(t['p50_ms'] for t in row['timings']):.1f} | "
+            f"{statistics.median(t['p95_ms'] for t in row['timings']):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text, path):
+    """Replace (or append) the section in BENCHMARKS.md; leave the rest alone."""
+    with open(path, encoding="utf-8") as handle:
+        content = handle.read()
+    start = content.find(SECTION + "\n")
+    if start < 0:
+        content = content.rstrip("\n") + "\n\n" + text
+    else:
+        end = content.find("\n## ", start + len(SECTION))
+        content = content[:start] + text + ("" if end < 0 else content[end:])
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(content)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", help="finished run directories; the first is the anchor")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--texts", type=int, default=1024, help="test texts served at batch 32")
+    parser.add_argument("--latency-samples", type=int, default=200, help="texts served one at a time")
+    parser.add_argument(
+        "--write", nargs="?", const=os.path.join(REPO, "BENCHMARKS.md"), metavar="PATH",
+        help="write the table into this Markdown file (default: BENCHMARKS.md), replacing its section",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.texts, args.latency_samples)
+        return
+    if not args.runs:
+        parser.error("name at least one finished run directory")
+    rows = [describe(os.path.normpath(run)) for run in args.runs]
+    for row in rows:
+        row["timings"] = []
+    for round_index in range(args.rounds):
+        for row in rows:
+            timing = time_in_fresh_process(row["run"], args)
+            row["timings"].append(timing)
+            print(
+                f"round {round_index + 1}, {os.path.basename(row['run'])}: "
+                f"{timing['sequences_per_s']:,.0f} sequences/s at 32; p50 {timing['p50_ms']:.1f} ms, "
+                f"p95 {timing['p95_ms']:.1f} ms",
+                flush=True,
+            )
+    command = "python bench/compress.py " + " ".join(
+        [*args.runs, "--rounds", str(args.rounds), "--texts", str(args.texts),
+         "--latency-samples", str(args.latency_samples)]
+    )
+    table = render(rows, command, args.rounds, args.texts, args.latency_samples)
+    print()
+    print(table)
+    if args.write:
+        write_section(table, args.write)
+        print(f"Written to {args.write}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,8 @@
 
 Two modes, both Keras' own quantization (`keras.Model.quantize`) of every
 `Dense`, `EinsumDense` and `Embedding` layer (the attention and
-feed-forward projections, the token and position tables, the head):
+feed-forward projections, the token table, the pooler and the head; the
+position and segment tables, the norms and a CRF stay float32):
 
 - `int8`: int8 kernels with a scale per output unit, and inputs quantized
   per row at run time (absolute maximum), so the matrix products run on
@@ -30,6 +31,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 
 from keras_encoder.errors import ConfigError, KerasEncoderError
 from keras_encoder.training.config import QUANTIZE_MODES
@@ -46,12 +48,14 @@ def quantize_model(model, mode="int8"):
     """
     if mode not in QUANTIZE_MODES:
         raise ConfigError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}. Received: {mode!r}")
-    if mode == "int8":
-        model.quantize("int8")
-    else:
-        from keras.quantizers import Int8QuantizationConfig
+    from keras.quantizers import Int8QuantizationConfig
 
-        model.quantize(config=Int8QuantizationConfig(activation_quantizer=None))
+    config = Int8QuantizationConfig(activation_quantizer=None) if mode == "int8-weights" else None
+    with warnings.catch_warnings():
+        # Keras warns for each layer it leaves alone (our position tables,
+        # the preprocessor): by design here.
+        warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+        model.quantize("int8", config=config)
     return model
 
 

@@ -84,8 +84,8 @@ PRESETS = {
 # architecture comes from the checkpoint, and fine-tuning takes a small
 # learning rate for a few epochs.
 PRETRAINED = {
-    "learning_rate": 5e-5,  # BERT's fine-tuning range is 2e-5 to 5e-5; not yet chosen on validation here
-    "epochs": 4,  # BERT fine-tunes for 2 to 4 epochs; early stopping picks the best
+    "learning_rate": 5e-5,  # BERT's fine-tuning range is 2e-5 to 5e-5; other rates not yet measured here
+    "epochs": 2,  # MiniLM on wordnet-supersenses: validation accuracy 0.8422 vs 0.8184 for 1 (3+ not measured)
     "token_dropout": 0.0,  # the checkpoint never saw [UNK] noise in pretraining
     "bigram_buckets": 0,  # not part of a BERT checkpoint
     "ema": 0.0,  # a few hundred steps: nothing to average over

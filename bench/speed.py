@@ -602,6 +602,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="epochs for the accuracy check, 0 to skip (default 3)")
     parser.add_argument("--serving-rounds", type=int, default=3, help="passes over the test texts at batch 32, in turns")
     parser.add_argument("--latency-samples", type=int, default=300, help="batch-1 calls for latency")
+    parser.add_argument(
+        "--serving-texts", type=int, default=0, help="serve only the first N test texts (default 0: all)"
+    )
     parser.add_argument("--torch", choices=("auto", "no"), default="auto", help="PyTorch rows when torch is installed")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--vocabulary-size", type=int, default=8000)
@@ -690,7 +693,7 @@ def main(argv=None):
             ours = model
 
     print("Serving (exported SavedModels, raw strings in)", flush=True)
-    texts = parts["test"].texts
+    texts = parts["test"].texts[: args.serving_texts or None]
     results["latency_samples"] = min(args.latency_samples, len(texts))
     results["serving_rounds"] = args.serving_rounds
     with tempfile.TemporaryDirectory() as directory:

@@ -25,7 +25,7 @@ def test_speed_benchmark_writes_its_table(tmp_path):
     result = run_script(
         "speed.py",
         "--steps", "2", "--warmup", "1", "--epochs", "0", "--torch", "no",
-        "--serving-rounds", "1", "--latency-samples", "5",
+        "--serving-rounds", "1", "--latency-samples", "5", "--serving-texts", "64",
         "--output", str(output), "--json", str(raw),
     )
     report = output.read_text()

@@ -34,24 +34,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # this checkout's keras_encoder
 SECTION = "## Smaller and faster"
 
-
-def directory_bytes(path):
-    return sum(
-        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
-    )
+from keras_encoder.compress.quantize import directory_bytes, run_task  # noqa: E402  (no TensorFlow)
 
 
 def test_texts(run_dir, count):
     """The first `count` raw texts of the run's test split, in split order."""
-    from keras_encoder.training.config import TrainConfig
-    from keras_encoder.training.tasks import load_task
-
-    values = TrainConfig.read_json_file(os.path.join(run_dir, "config.json"))
-    config = TrainConfig.from_dict(values)
-    task = load_task(
-        config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
-        config.validation_fraction, config.test_fraction, config.seed, echo=lambda *_: None,
-    )
+    _, task = run_task(run_dir, echo=lambda *_: None)
     return list(task.texts("test"))[:count]
 
 
@@ -119,8 +107,6 @@ def describe(run_dir):
         "score_name": score_name,
         "score": score,
         "macro_f1": metrics.get("test_macro_f1"),
-        "quantize": metrics.get("quantize", ""),
-        "parameters": metrics.get("parameters"),
         "trainable": metrics.get("trainable_parameters"),
         "export_mb": directory_bytes(os.path.join(run_dir, "export")) / 1e6,
     }

@@ -95,14 +95,27 @@ def directory_bytes(path):
     )
 
 
+def run_task(run_dir, echo=print):
+    """`(config, task)` of a run directory: its `TrainConfig` and its data, split
+    as the run split it (the same seed and fractions)."""
+    from keras_encoder.training.config import TrainConfig
+    from keras_encoder.training.tasks import load_task
+
+    path = os.path.join(run_dir, "config.json")
+    config = TrainConfig.from_dict({**TrainConfig.read_json_file(path), "quantize": ""}, source=path)
+    task = load_task(
+        config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
+        config.validation_fraction, config.test_fraction, config.seed, echo,
+    )
+    return config, task
+
+
 def quantize_run(run_dir, mode="int8", out=None, echo=print):
     """Quantize a finished run's model, score it and export it to `out`.
 
     Returns the metrics written to `out/metrics.json`. `out` defaults to
     `<run_dir>-<mode>`; it must not exist yet (nothing is overwritten).
     """
-    from keras_encoder.training.config import TrainConfig
-
     run_dir = os.path.normpath(run_dir)
     for name in ("config.json", "metrics.json", "model.keras"):
         if not os.path.exists(os.path.join(run_dir, name)):
@@ -115,19 +128,13 @@ def quantize_run(run_dir, mode="int8", out=None, echo=print):
     out = os.path.normpath(out or f"{run_dir}-{mode}")
     if os.path.exists(out):
         raise ConfigError(f"{out} already exists; pass another --out or remove it.")
-    values = TrainConfig.read_json_file(os.path.join(run_dir, "config.json"))
-    config = TrainConfig.from_dict({**values, "quantize": ""}, source=os.path.join(run_dir, "config.json"))
+    config, task = run_task(run_dir, echo)
 
     import keras
 
     import keras_encoder.models  # noqa: F401  (registers the layers for loading)
     from keras_encoder.training.run_dir import read_json, write_json
-    from keras_encoder.training.tasks import load_task
 
-    task = load_task(
-        config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
-        config.validation_fraction, config.test_fraction, config.seed, echo,
-    )
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     task.prepare(model.preprocessor.tokenizer, config)
     start = time.perf_counter()

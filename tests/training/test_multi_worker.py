@@ -233,9 +233,12 @@ def test_a_batch_not_divisible_by_the_replicas_stops_with_one_sentence(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--lora-rank", "4"]], ids=["full", "lora"])
-def test_a_killed_worker_and_a_relaunch_resume_from_the_last_finished_epoch(tmp_path, extra):
-    """With LoRA, the chief's restored adapters (kept apart from the backup) reach every worker."""
+def test_a_killed_worker_and_a_relaunch_resume_from_the_last_finished_epoch(tmp_path):
+    """Run with LoRA adapters, the harder case: the chief's restored adapters
+    (kept apart from the backup) must reach every worker as well as the
+    backed-up weights and optimizer state. A full fine-tune resumes through
+    the same backup (tests/training/test_train_cli.py kills one)."""
+    extra = ["--lora-rank", "4"]
     data = tmp_path / "corpus.csv"
     write_corpus(data, rows=240)
     argv = [*flags(data, tmp_path / "logs", "resume", epochs=3), *extra]

@@ -85,6 +85,8 @@ HELP = {
     "the export merges them (0: train every weight)",
     "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
     "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
+    "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
+    "task head only, the backbone frozen (0: no prefix)",
     "quantize": "export the model quantized: int8 (weights and activations) or int8-weights "
     "(weights only); model.keras stays float32 (default: float32 export)",
 }

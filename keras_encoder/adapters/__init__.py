@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning: LoRA adapters on the attention projections."""
+"""Parameter-efficient fine-tuning: LoRA adapters and prefix tuning."""
 
 from keras_encoder.adapters.lora import (
     enable_lora,
@@ -8,5 +8,14 @@ from keras_encoder.adapters.lora import (
     restore_adapters,
     save_adapters,
 )
+from keras_encoder.adapters.prefix import enable_prefix_tuning
 
-__all__ = ["enable_lora", "load_adapters", "lora_summary", "merge_adapters", "restore_adapters", "save_adapters"]
+__all__ = [
+    "enable_lora",
+    "enable_prefix_tuning",
+    "load_adapters",
+    "lora_summary",
+    "merge_adapters",
+    "restore_adapters",
+    "save_adapters",
+]

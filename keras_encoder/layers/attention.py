@@ -41,6 +41,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     layer takes the fused `keras.ops.dot_product_attention` path; otherwise
     it computes the softmax explicitly and can return the weights.
 
+    Prefix tuning: a prefix is `P` extra key and value vectors per head,
+    put in front of the keys and values that the tokens project to, which
+    every query may attend to and no mask hides (padding keys still get
+    zero weight). Pass one with the `prefix` call argument, or give the
+    layer its own learned prefix with `prefix_length` (or
+    `enable_prefix(P)` on a built layer): the weights `prefix_key` and
+    `prefix_value`, `(P, N, H)` each.
+
     Args:
         num_heads: int. Number of attention heads.
         key_dim: int. Size of each head. Defaults to `None`, meaning
@@ -53,6 +61,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             `RotaryEmbedding`. Defaults to `False`.
         rotary_max_wavelength: float. Longest rotary wavelength. Defaults to
             `10000`.
+        prefix_length: int. Learned prefix vectors per head, `0` for none.
+            Defaults to `0`.
         kernel_initializer: string or initializer. Defaults to
             `"glorot_uniform"`.
         bias_initializer: string or initializer. Defaults to `"zeros"`.
@@ -62,10 +72,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         inputs: float tensor `(B, T, D)`.
         padding_mask: bool tensor `(B, T)`, `True` for real tokens. Optional.
         attention_mask: bool tensor `(B, T, T)`. Optional.
+        prefix: `(prefix_key, prefix_value)`, float tensors `(P, N, H)` (one
+            prefix for every row) or `(B, P, N, H)`. Optional; used instead
+            of the layer's own prefix. Keys of a prefix are not rotated.
         training: bool. Whether attention dropout is active.
         return_attention_scores: bool. If `True`, return
-            `(outputs, scores)` with scores `(B, N, T, T)`, the attention
-            weights after softmax. Defaults to `False`.
+            `(outputs, scores)` with scores `(B, N, T, P + T)`, the
+            attention weights after softmax, the prefix's `P` columns first
+            (`P = 0` without a prefix). Defaults to `False`.
 
     Example:
     >>> layer = MultiHeadSelfAttention(num_heads=4)
@@ -76,6 +90,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Li and Liang, 2021](https://arxiv.org/abs/2101.00190) (prefix tuning)
     """
 
     def __init__(
@@ -86,12 +101,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         use_bias=True,
         use_rotary=False,
         rotary_max_wavelength=10000,
+        prefix_length=0,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
     ):
         check_positive_int("num_heads", num_heads)
         check_positive_int("key_dim", key_dim, allow_none=True)
+        check_positive_int("prefix_length", prefix_length, allow_zero=True)
         check_rate("dropout", dropout)
         super().__init__(**kwargs)
         self.num_heads = num_heads
@@ -100,6 +117,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.use_rotary = use_rotary
         self.rotary_max_wavelength = rotary_max_wavelength
+        self.prefix_length = prefix_length
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -163,12 +181,51 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.weights_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="attention_dropout"
         )
+        if self.prefix_length:
+            self._add_prefix_weights()
+
+    def enable_prefix(self, prefix_length):
+        """Give a built layer a learned prefix of `prefix_length` vectors.
+
+        Adds the weights `prefix_key` and `prefix_value`, `(P, N, H)` each,
+        drawn from a normal distribution with standard deviation 0.02 (the
+        BERT initializer's), and records `prefix_length` in the config, so
+        a saved model rebuilds them.
+
+        Raises:
+            ValueError: the layer is not built, already has a prefix, or
+                `prefix_length` is not a positive integer.
+        """
+        check_positive_int("prefix_length", prefix_length)
+        if not self.built:
+            raise ValueError(
+                "enable_prefix needs a built layer; call the layer once or "
+                "pass `prefix_length` to the constructor."
+            )
+        if self.prefix_length:
+            raise ValueError(
+                f"This layer already has a prefix of length {self.prefix_length}."
+            )
+        self.prefix_length = prefix_length
+        self._add_prefix_weights()
+
+    def _add_prefix_weights(self):
+        shape = (self.prefix_length, self.num_heads, self._head_dim)
+        self._tracker.unlock()  # allowed after build, as `enable_lora` does
+        for name in ("prefix_key", "prefix_value"):
+            setattr(self, name, self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            ))
+        self._tracker.lock()
 
     def call(
         self,
         inputs,
         padding_mask=None,
         attention_mask=None,
+        prefix=None,
         mask=None,
         training=None,
         return_attention_scores=False,
@@ -183,6 +240,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if self.rotary is not None:
             query = self.rotary(query)
             key = self.rotary(key)
+        if prefix is None and self.prefix_length:
+            prefix = (self.prefix_key, self.prefix_value)
+        if prefix is not None:
+            key, value, merged_mask = self._prepend(prefix, key, value, merged_mask)
 
         explicit = return_attention_scores or (
             training and self.dropout > 0.0
@@ -209,6 +270,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return outputs, weights
         return outputs
 
+    def _prepend(self, prefix, key, value, merged_mask):
+        """Keys and values `(B, P + S, N, H)` and the mask `(B, 1, T|1, P + S)`."""
+        if not isinstance(prefix, (tuple, list)) or len(prefix) != 2:
+            raise ValueError(
+                "`prefix` must be a pair (prefix_key, prefix_value). "
+                f"Received: {type(prefix).__name__}"
+            )
+        prefix_key, prefix_value = prefix
+        joined = []
+        for name, part, tokens in (("prefix_key", prefix_key, key), ("prefix_value", prefix_value, value)):
+            part = ops.cast(part, tokens.dtype)
+            if len(part.shape) not in (3, 4) or tuple(part.shape[-2:]) != tuple(tokens.shape[-2:]):
+                raise ValueError(
+                    f"`{name}` must have shape (P, {self.num_heads}, {self._head_dim}) or "
+                    f"(B, P, {self.num_heads}, {self._head_dim}). Received: {tuple(part.shape)}"
+                )
+            if len(part.shape) == 3:  # one prefix for every row
+                batch = ops.shape(tokens)[0]
+                part = ops.broadcast_to(part[None], (batch,) + tuple(part.shape))
+            joined.append(ops.concatenate([part, tokens], axis=1))
+        if merged_mask is not None:
+            # The prefix is always visible: True columns in front of the mask.
+            visible = ops.repeat(ops.ones_like(merged_mask[..., :1]), prefix_key.shape[-3], axis=-1)
+            merged_mask = ops.concatenate([visible, merged_mask], axis=-1)
+        return joined[0], joined[1], merged_mask
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -219,6 +306,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "use_rotary": self.use_rotary,
                 "rotary_max_wavelength": self.rotary_max_wavelength,
+                "prefix_length": self.prefix_length,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),

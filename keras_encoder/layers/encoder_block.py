@@ -42,6 +42,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
             `1e-5`.
         use_rotary: bool. Whether attention uses rotary position
             embeddings. Defaults to `False`.
+        prefix_length: int. Learned key/value prefix vectors per head of
+            the attention (prefix tuning), `0` for none. Defaults to `0`.
         kernel_initializer: string or initializer. Defaults to
             `"glorot_uniform"`.
         bias_initializer: string or initializer. Defaults to `"zeros"`.
@@ -53,7 +55,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         attention_mask: bool tensor `(B, T, T)`. Optional.
         training: bool. Whether dropout is active.
         return_attention_scores: bool. If `True`, return `(outputs, scores)`
-            with scores `(B, N, T, T)`. Defaults to `False`.
+            with scores `(B, N, T, P + T)`, the `P` prefix columns first
+            (none without a prefix). Defaults to `False`.
 
     Example:
     >>> block = TransformerEncoderBlock(num_heads=4, intermediate_dim=128)
@@ -75,12 +78,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
         norm_first=False,
         layer_norm_epsilon=1e-5,
         use_rotary=False,
+        prefix_length=0,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
     ):
         check_positive_int("num_heads", num_heads)
         check_positive_int("intermediate_dim", intermediate_dim)
+        check_positive_int("prefix_length", prefix_length, allow_zero=True)
         check_rate("dropout", dropout)
         check_greater("layer_norm_epsilon", layer_norm_epsilon, 0)
         super().__init__(**kwargs)
@@ -91,6 +96,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.norm_first = norm_first
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_rotary = use_rotary
+        self.prefix_length = prefix_length
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -114,6 +120,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             num_heads=self.num_heads,
             dropout=self.dropout,
             use_rotary=self.use_rotary,
+            prefix_length=self.prefix_length,
             dtype=self.dtype_policy,
             name="attention",
             **initializers,
@@ -148,6 +155,15 @@ class TransformerEncoderBlock(keras.layers.Layer):
         )
         self.ffn_norm.build(input_shape)
 
+    def enable_prefix(self, prefix_length):
+        """Give the built block's attention a learned prefix (prefix tuning).
+
+        See `MultiHeadSelfAttention.enable_prefix`; the block's config
+        records `prefix_length`, so a saved model rebuilds the prefix.
+        """
+        self.attention.enable_prefix(prefix_length)
+        self.prefix_length = prefix_length
+
     def call(
         self,
         inputs,
@@ -170,7 +186,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             return_attention_scores=return_attention_scores,
         )
         if return_attention_scores:
-            attended, scores = attended  # scores: (B, N, T, T)
+            attended, scores = attended  # scores: (B, N, T, P + T)
         x = residual + self.attention_dropout(attended, training=training)
         if not self.norm_first:
             x = self.attention_norm(x)
@@ -198,6 +214,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 "norm_first": self.norm_first,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "use_rotary": self.use_rotary,
+                "prefix_length": self.prefix_length,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),

@@ -69,7 +69,10 @@ class AttentionProbe(keras.Model):
             mask = keras.ops.not_equal(token_ids, 0)
         scores = {}
         for block in self.blocks:
-            x, scores[block.name] = block(x, mask=mask, return_attention_scores=True)
+            x, block_scores = block(x, mask=mask, return_attention_scores=True)
+            # The tokens' columns only: what a prefix (prefix tuning) takes
+            # is the share a row is short of 1.
+            scores[block.name] = block_scores[..., getattr(block, "prefix_length", 0):]
         return scores
 
 

@@ -89,6 +89,9 @@ class TrainConfig:
     lora_rank: int = _CLASSIFY["lora_rank"]
     lora_alpha: float = _CLASSIFY["lora_alpha"]
     lora_targets: str = _CLASSIFY["lora_targets"]
+    # Prefix tuning: this many learned key/value vectors per head in every
+    # block train, with the task head; the backbone is frozen.
+    prefix_length: int = _CLASSIFY["prefix_length"]
     # Export: "" keeps float32; "int8" or "int8-weights" quantizes the
     # exported model (model.keras stays float32).
     quantize: str = ""
@@ -115,7 +118,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: {value!r}")
-        for name in ("patience", "probe_sentences", "seed", "bigram_buckets", "window_features", "lora_rank"):
+        for name in ("patience", "probe_sentences", "seed", "bigram_buckets", "window_features", "lora_rank",
+                     "prefix_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be a non-negative integer. Received: {value!r}")
@@ -164,6 +168,17 @@ class TrainConfig:
             raise ConfigError(
                 f"--lora-targets must be a comma-separated list of {', '.join(LORA_TARGETS)}. "
                 f"Received: {self.lora_targets!r}"
+            )
+        if self.lora_rank and self.prefix_length:
+            raise ConfigError(
+                "--lora-rank and --prefix-length are two ways to fine-tune a frozen backbone; "
+                f"give one of them (received --lora-rank {self.lora_rank} "
+                f"--prefix-length {self.prefix_length})."
+            )
+        if self.prefix_length and self.ema:
+            raise ConfigError(
+                "--prefix-length does not combine with a weight average; use --ema 0 "
+                f"(received --ema {self.ema})."
             )
         if self.lora_rank and self.ema:
             raise ConfigError(

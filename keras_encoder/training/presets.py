@@ -43,6 +43,7 @@ COMMON = {
     "lora_rank": 0,  # 0: every weight trains; R: LoRA adapters of rank R and the head only
     "lora_alpha": 0.0,  # LoRA scale alpha / rank; 0 means alpha = rank (scale 1), as in Keras
     "lora_targets": "query,value",  # the projections LoRA adapts, as in the LoRA paper
+    "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "logdir": "logs",  # run directories go here
 }
 
@@ -98,6 +99,23 @@ LORA = {
     "learning_rate": 5e-4,  # the LoRA paper's rate for RoBERTa (4e-4 to 5e-4); not yet chosen on validation here
     "ema": 0.0,  # adapter files hold the raw weights; a weight average would not match them
 }
+
+
+# Prefix tuning (`--prefix-length`) overrides these values: only the
+# prefixes and the head train, from a small random start.
+PREFIX = {
+    "learning_rate": 5e-3,  # P-tuning v2's range for encoders (5e-3 to 1e-2); not yet chosen on validation here
+    "ema": 0.0,  # as with LoRA: nothing to average over a few hundred steps
+}
+
+
+def adapter_defaults(values):
+    """The defaults `--lora-rank` or `--prefix-length` in `values` override."""
+    if values.get("lora_rank"):
+        return LORA
+    if values.get("prefix_length"):
+        return PREFIX
+    return {}
 
 
 def preset_for(task, scheme=None):

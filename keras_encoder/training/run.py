@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from keras_encoder.adapters import enable_lora
+from keras_encoder.adapters import enable_lora, enable_prefix_tuning
 from keras_encoder.checkpoints import init_values, load_init
 from keras_encoder.compress.quantize import directory_bytes, headline_scores, quantize_and_score
 from keras_encoder.distribute import barrier, chief_state_callback, from_chief
@@ -45,7 +45,7 @@ from keras_encoder.training.callbacks import (
 )
 from keras_encoder.training.config import TrainConfig
 from keras_encoder.training.optimizer import make_optimizer
-from keras_encoder.training.presets import LORA, PRESETS, PRETRAINED, fitted_to_data, preset_for
+from keras_encoder.training.presets import PRESETS, PRETRAINED, adapter_defaults, fitted_to_data, preset_for
 from keras_encoder.training.run_dir import (
     METRICS_FILE,
     best_epoch,
@@ -93,8 +93,8 @@ def train(values, echo=print, strategy=None, cluster=None):
     # Flag values out of range stop here, before a large corpus is read:
     # any preset of the task checks them (the tagging presets differ only
     # in values that the data, not the user, decides).
-    lora = LORA if values.get("lora_rank") else {}
-    TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **lora, **values, "task": kind})
+    adapters = adapter_defaults(values)
+    TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **adapters, **values, "task": kind})
     try:
         task = load_task(
             data,
@@ -142,7 +142,7 @@ def train(values, echo=print, strategy=None, cluster=None):
                     f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
                 )
         defaults = {**defaults, **PRETRAINED, **architecture}
-    defaults = {**defaults, **lora}
+    defaults = {**defaults, **adapters}
     config = TrainConfig.from_dict(
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )
@@ -252,6 +252,14 @@ def _run(config, task, echo, strategy, cluster):
                     f"{len(lora['adapted']) // len(lora['targets'])} blocks: {trainable:,} of "
                     f"{lora['parameters']:,} parameters train (the adapters and the head)"
                 )
+            if config.prefix_length:
+                prefix = enable_prefix_tuning(model, config.prefix_length)
+                trainable = prefix["trainable_parameters"]
+                echo(
+                    f"Prefix of {config.prefix_length} key/value vectors per head in "
+                    f"{len(prefix['blocks'])} blocks: {trainable:,} of {prefix['parameters']:,} "
+                    "parameters train (the prefixes and the head)"
+                )
         resumed_after = _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, cluster)
         if cluster is not None and not cluster.is_chief:
             echo(f"Worker {cluster.index} has trained; waiting for the chief to evaluate and export.")
@@ -313,6 +321,7 @@ def _run(config, task, echo, strategy, cluster):
         "parameters": int(model.count_params()),
         "trainable_parameters": state.get("trainable_parameters"),
         "lora_rank": config.lora_rank,
+        "prefix_length": config.prefix_length,
         "resumed_after_epoch": state.get("resumed_after_epoch"),
         "export_bytes": directory_bytes(export_dir),
         "workers": cluster.num_workers if cluster is not None else 1,

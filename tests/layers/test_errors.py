@@ -19,6 +19,8 @@ from keras_encoder.layers import (
         (lambda: MultiHeadSelfAttention(num_heads=0), "num_heads=0"),
         (lambda: MultiHeadSelfAttention(num_heads=2, key_dim=-1), "key_dim=-1"),
         (lambda: MultiHeadSelfAttention(num_heads=2, dropout=1.5), "dropout=1.5"),
+        (lambda: MultiHeadSelfAttention(num_heads=2, prefix_length=-1), "prefix_length=-1"),
+        (lambda: TransformerEncoderBlock(2, 8, prefix_length=1.5), "prefix_length=1.5"),
         (lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=0), "intermediate_dim=0"),
         (lambda: TransformerEncoderBlock(num_heads=-1, intermediate_dim=8), "num_heads=-1"),
         (lambda: TransformerEncoderBlock(2, 8, layer_norm_epsilon=0), "layer_norm_epsilon=0"),
@@ -48,3 +50,29 @@ def test_rotary_needs_even_head_size():
         MultiHeadSelfAttention(num_heads=2, key_dim=3, use_rotary=True)(
             np.zeros((1, 4, 6), "float32")
         )
+
+
+def test_enable_prefix_needs_a_built_layer_without_one():
+    layer = MultiHeadSelfAttention(num_heads=2)
+    with pytest.raises(ValueError, match="needs a built layer"):
+        layer.enable_prefix(2)
+    layer(np.zeros((1, 3, 8), "float32"))
+    with pytest.raises(ValueError, match="prefix_length=0"):
+        layer.enable_prefix(0)
+    layer.enable_prefix(2)
+    with pytest.raises(ValueError, match="already has a prefix of length 2"):
+        layer.enable_prefix(3)
+
+
+@pytest.mark.parametrize(
+    "prefix, match",
+    [
+        (np.zeros((2, 2, 4), "float32"), "must be a pair"),
+        ((np.zeros((2, 2, 3), "float32"),) * 2, r"prefix_key` must have shape \(P, 2, 4\)"),
+    ],
+    ids=["not a pair", "wrong head size"],
+)
+def test_a_bad_prefix_input_is_named(prefix, match):
+    layer = MultiHeadSelfAttention(num_heads=2)
+    with pytest.raises(ValueError, match=match):
+        layer(np.zeros((1, 3, 8), "float32"), prefix=prefix)

@@ -32,6 +32,12 @@ CASES = {
         (2, 5, 8),
         4,
     ),
+    "attention_prefix": (
+        lambda: layers.MultiHeadSelfAttention(num_heads=2, use_rotary=True, prefix_length=3),
+        float_input,
+        (2, 5, 8),
+        10,  # q, k, v, output, and the prefix keys and values
+    ),
     "sinusoidal": (
         lambda: layers.SinusoidalPositionEncoding(),
         float_input,
@@ -75,6 +81,12 @@ CASES = {
         float_input,
         (2, 5, 8),
         16,
+    ),
+    "encoder_block_prefix": (
+        lambda: layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16, prefix_length=2),
+        float_input,
+        (2, 5, 8),
+        18,
     ),
     "pooling_mean": (
         lambda: layers.SequencePooling("mean"),

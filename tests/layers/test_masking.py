@@ -60,6 +60,34 @@ def test_padded_keys_get_exactly_zero_weight(use_rotary):
     np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_rotary", [False, True])
+def test_with_a_prefix_padded_keys_still_get_exactly_zero_weight(use_rotary):
+    layer = MultiHeadSelfAttention(num_heads=2, use_rotary=use_rotary, prefix_length=3)
+    _, scores = layer(inputs(), padding_mask=padding_mask(), return_attention_scores=True)
+    scores = numpy(scores)  # (B, N, T, P + S), the prefix first
+    assert scores.shape == (2, 2, 5, 3 + 5)
+    assert np.all(scores[1, :, :, 3 + 3:] == 0.0)  # row 1's padding
+    assert np.all(scores[:, :, :, :3] > 0.0)  # the prefix is never masked
+    assert np.all(scores[1, :, :, 3:3 + 3] > 0.0)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-6)
+
+
+def test_a_prefix_call_argument_per_row_or_shared_matches_the_learned_one():
+    layer = MultiHeadSelfAttention(num_heads=2, prefix_length=3)
+    x, pad = inputs(), padding_mask()
+    learned = numpy(layer(x, padding_mask=pad))
+    key, value = numpy(layer.prefix_key), numpy(layer.prefix_value)  # (P, N, H)
+    shared = numpy(layer(x, padding_mask=pad, prefix=(key, value)))
+    per_row = numpy(layer(x, padding_mask=pad, prefix=(np.stack([key] * 2), np.stack([value] * 2))))
+    np.testing.assert_allclose(shared, learned, atol=1e-6)
+    np.testing.assert_allclose(per_row, learned, atol=1e-6)
+    # The same projections without the prefix give other outputs.
+    plain = MultiHeadSelfAttention.from_config({**layer.get_config(), "prefix_length": 0})
+    plain(x)
+    plain.set_weights([numpy(w) for w in layer.weights if "prefix" not in w.path])
+    assert not np.allclose(numpy(plain(x, padding_mask=pad)), learned, atol=1e-4)
+
+
 def test_fused_and_explicit_paths_agree():
     layer = MultiHeadSelfAttention(num_heads=2)
     x = inputs()
@@ -101,8 +129,9 @@ def test_implicit_padding_and_attention_masks_agree(make_layer):
     [
         lambda: MultiHeadSelfAttention(num_heads=2, use_rotary=True),
         lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=16),
+        lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=16, prefix_length=4),
     ],
-    ids=["attention", "block"],
+    ids=["attention", "block", "block_prefix"],
 )
 def test_values_at_padded_positions_change_nothing(make_layer):
     layer = make_layer()

@@ -47,7 +47,9 @@ def train(*flags):
 
 
 @pytest.mark.slow
-def test_init_fine_tunes_a_checkpoint_and_then_a_run(tmp_path):
+def test_init_fine_tunes_a_checkpoint_and_then_a_run(tmp_path, serve_in_fresh_python):
+    from keras_encoder.models import EncoderClassifier
+
     texts = write_corpus(tmp_path / "reviews.csv")
     write_checkpoint(tmp_path / "bert", texts)
     common = ["--data", str(tmp_path / "reviews.csv"), "--logdir", str(tmp_path / "logs"),
@@ -62,10 +64,21 @@ def test_init_fine_tunes_a_checkpoint_and_then_a_run(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["init"] == str(tmp_path / "bert")
     assert (run / "export" / "saved_model.pb").exists()
-    # A finished run is a starting point too.
-    again = train(*common, "--init", str(run), "--run-name", "second")
+    # A finished run is a starting point too; here for prefix tuning.
+    again = train(*common, "--init", str(run), "--run-name", "second", "--prefix-length", "3")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((tmp_path / "logs" / "second" / "metrics.json").read_text())["init"] == str(run)
+    assert "Prefix of 3 key/value vectors per head in 1 blocks: 130 of" in again.stdout
+    second = tmp_path / "logs" / "second"
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["init"] == str(run) and metrics["prefix_length"] == 3
+    # The prefixes (2 x 3 x 16 in one block) and the head (16 x 2 + 2) train.
+    assert metrics["trainable_parameters"] == 2 * 3 * 16 + 16 * 2 + 2
+    assert json.loads((second / "config.json").read_text())["learning_rate"] == 5e-3
+    # The export attends over the prefixes as the trained model does.
+    texts = texts[:8] + ["", "很好"]
+    served = serve_in_fresh_python(second / "export", [texts])[0]
+    expected = EncoderClassifier.from_preset(str(second)).predict(texts)
+    np.testing.assert_allclose(served["probabilities"], expected["probabilities"], atol=1e-5)
 
 
 def test_a_flag_that_contradicts_the_checkpoint_is_refused(tmp_path):

@@ -128,6 +128,15 @@ BAD = {
         {"lora_rank": 4, "ema": 0.99},
         r"--lora-rank does not combine with a weight average; use --ema 0 \(received --ema 0.99\)",
     ),
+    "negative prefix length": ({"prefix_length": -1}, "--prefix-length must be a non-negative integer. Received: -1"),
+    "prefix with a weight average": (
+        {"prefix_length": 8, "ema": 0.99},
+        r"--prefix-length does not combine with a weight average; use --ema 0",
+    ),
+    "prefix and lora": (
+        {"prefix_length": 8, "lora_rank": 4, "ema": 0.0},
+        r"give one of them \(received --lora-rank 4 --prefix-length 8\)",
+    ),
 }
 
 

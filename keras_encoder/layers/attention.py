@@ -49,6 +49,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `enable_prefix(P)` on a built layer): the weights `prefix_key` and
     `prefix_value`, `(P, N, H)` each.
 
+    Head gates: while the attribute `head_gates` holds a tensor `(N,)` or
+    `(B, N)`, each head's output is multiplied by its gate before the
+    output projection (`None`, the default, leaves the heads alone). The
+    gradient of a loss with respect to gates of ones scores each head's
+    importance (`keras_encoder.compress.head_importance`); the gates are
+    not weights and are not saved.
+
     Args:
         num_heads: int. Number of attention heads.
         key_dim: int. Size of each head. Defaults to `None`, meaning
@@ -118,6 +125,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.use_rotary = use_rotary
         self.rotary_max_wavelength = rotary_max_wavelength
         self.prefix_length = prefix_length
+        self.head_gates = None
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -265,6 +273,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 query, key, value, mask=merged_mask
             )  # (B, T, N, H)
 
+        if self.head_gates is not None:
+            gates = ops.cast(self.head_gates, context.dtype)
+            if len(gates.shape) == 1:
+                gates = gates[None, :]
+            context = context * gates[:, None, :, None]  # (B, 1, N, 1)
         outputs = self.output_dense(context)  # (B, T, D)
         if return_attention_scores:
             return outputs, weights

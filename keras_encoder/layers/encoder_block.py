@@ -30,7 +30,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     Args:
         num_heads: int. Number of attention heads; must divide the hidden
-            size.
+            size unless `key_dim` is given.
         intermediate_dim: int. Width `F` of the feed-forward network.
         dropout: float. Dropout on attention weights and on both residual
             branches. Defaults to `0.0`.
@@ -44,6 +44,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
             embeddings. Defaults to `False`.
         prefix_length: int. Learned key/value prefix vectors per head of
             the attention (prefix tuning), `0` for none. Defaults to `0`.
+        key_dim: int. Size of each head. Defaults to `None`, meaning
+            `hidden_dim // num_heads`. A block whose heads were pruned
+            (`keras_encoder.compress.prune_heads`) keeps its head size
+            with fewer heads.
         kernel_initializer: string or initializer. Defaults to
             `"glorot_uniform"`.
         bias_initializer: string or initializer. Defaults to `"zeros"`.
@@ -79,18 +83,21 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         use_rotary=False,
         prefix_length=0,
+        key_dim=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
     ):
         check_positive_int("num_heads", num_heads)
         check_positive_int("intermediate_dim", intermediate_dim)
+        check_positive_int("key_dim", key_dim, allow_none=True)
         check_positive_int("prefix_length", prefix_length, allow_zero=True)
         check_rate("dropout", dropout)
         check_greater("layer_norm_epsilon", layer_norm_epsilon, 0)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
+        self.key_dim = key_dim
         self.dropout = dropout
         self.activation = keras.activations.get(activation)
         self.norm_first = norm_first
@@ -103,7 +110,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        if hidden_dim % self.num_heads:
+        if self.key_dim is None and hidden_dim % self.num_heads:
             raise ValueError(
                 f"The hidden size ({hidden_dim}) must be divisible by "
                 f"`num_heads`. Received: num_heads={self.num_heads}"
@@ -118,6 +125,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         }
         self.attention = MultiHeadSelfAttention(
             num_heads=self.num_heads,
+            key_dim=self.key_dim,
             dropout=self.dropout,
             use_rotary=self.use_rotary,
             prefix_length=self.prefix_length,
@@ -209,6 +217,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             {
                 "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim,
+                "key_dim": self.key_dim,
                 "dropout": self.dropout,
                 "activation": keras.activations.serialize(self.activation),
                 "norm_first": self.norm_first,

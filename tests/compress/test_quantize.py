@@ -110,10 +110,11 @@ def test_quantize_run_refuses_an_existing_output(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_quantize_flag_and_quantize_run_on_a_finished_run(tmp_path):
+def test_train_quantize_flag_and_the_compress_commands_on_a_finished_run(tmp_path):
     """`train.py --quantize int8` exports int8 and keeps model.keras float32;
     `python -m keras_encoder.compress.quantize` re-quantizes a finished run
-    into a new directory and leaves the run alone."""
+    and `python -m keras_encoder.compress.prune` prunes it, each into a new
+    directory, leaving the run alone; bench/compress.py tabulates them."""
     import json
     import subprocess
     import sys
@@ -150,11 +151,29 @@ def test_train_quantize_flag_and_quantize_run_on_a_finished_run(tmp_path):
     assert derived["export_bytes"] < derived["float32_export_bytes"]
     assert json.loads((out / "config.json").read_text())["quantize"] == "int8-weights"
 
-    # bench/compress.py compares the two runs, and replaces only its section.
+    # Half the heads pruned, fine-tuned for two steps, into its own directory.
+    pruned = tmp_path / "logs" / "tiny-pruned50"
+    prune = [sys.executable, "-m", "keras_encoder.compress.prune", str(run), "--share", "0.5",
+             "--steps", "2", "--score-batches", "2"]
+    done = subprocess.run(prune, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Pruned 1 of 2 heads: block_0 [" in done.stdout and str(pruned) in done.stdout
+    assert {path: os.path.getmtime(path) for path in run.rglob("*")} == before
+    trimmed = json.loads((pruned / "metrics.json").read_text())
+    assert (trimmed["heads"], trimmed["heads_before"], trimmed["pruned_share"]) == (1, 2, 0.5)
+    assert trimmed["parameters"] < metrics["parameters"] and trimmed["fine_tune_steps"] == 2
+    for key in ("validation_full", "validation_pruned", "validation_fine_tuned"):
+        assert 0 <= trimmed[key]["validation_accuracy"] <= 1
+    assert trimmed["full_test"]["test_accuracy"] == metrics["test_accuracy"]  # the source run's
+    reloaded = keras.models.load_model(pruned / "model.keras")
+    assert reloaded.backbone.get_layer("block_0").attention.num_heads == 1
+    assert (pruned / "export" / "saved_model.pb").exists()
+
+    # bench/compress.py compares the runs, and replaces only its section.
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\n## Smaller and faster\n\nold table\n\n## Other\n\nkept\n")
     bench = [
-        sys.executable, os.path.join(REPO, "bench", "compress.py"), str(run), str(out),
+        sys.executable, os.path.join(REPO, "bench", "compress.py"), str(run), str(out), str(pruned),
         "--rounds", "1", "--texts", "32", "--latency-samples", "3", "--write", str(report),
     ]
     done = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -162,7 +181,8 @@ def test_train_quantize_flag_and_quantize_run_on_a_finished_run(tmp_path):
     text = report.read_text()
     assert "old table" not in text and text.endswith("## Other\n\nkept\n")
     rows = [line for line in text.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 2, text
+    assert len(rows) == 3, text
     assert rows[0].startswith(f"| tiny | {metrics['test_accuracy']:.4f} | ")
     assert rows[1].startswith(f"| tiny-int8-weights | {derived['test_accuracy']:.4f} (")
+    assert rows[2].startswith(f"| tiny-pruned50 | {trimmed['test_accuracy']:.4f} (")
     assert rows[0].split(" | ")[6] == "1.00x"

@@ -88,6 +88,12 @@ CASES = {
         (2, 5, 8),
         18,
     ),
+    "encoder_block_pruned": (  # 3 heads of size 4 on a hidden size of 8, as pruning leaves them
+        lambda: layers.TransformerEncoderBlock(num_heads=3, key_dim=4, intermediate_dim=16),
+        float_input,
+        (2, 5, 8),
+        16,
+    ),
     "pooling_mean": (
         lambda: layers.SequencePooling("mean"),
         float_input,

@@ -130,8 +130,9 @@ def test_implicit_padding_and_attention_masks_agree(make_layer):
         lambda: MultiHeadSelfAttention(num_heads=2, use_rotary=True),
         lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=16),
         lambda: TransformerEncoderBlock(num_heads=2, intermediate_dim=16, prefix_length=4),
+        lambda: TransformerEncoderBlock(num_heads=3, key_dim=4, intermediate_dim=16),
     ],
-    ids=["attention", "block", "block_prefix"],
+    ids=["attention", "block", "block_prefix", "block_pruned"],
 )
 def test_values_at_padded_positions_change_nothing(make_layer):
     layer = make_layer()

@@ -432,7 +432,8 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, clust
             keras.callbacks.EarlyStopping(monitor=monitor_name, mode=mode, patience=config.patience)
         )
     echo(
-        f"Training {model.count_params():,} parameters for up to {config.epochs} epochs "
+        f"Training {_trainable_parameters(model):,} of {model.count_params():,} parameters "
+        f"for up to {config.epochs} epochs "
         f"of {steps_per_epoch} batches, keeping the best by {monitor_name}"
         + (f", resuming after epoch {len(history)}" if history else "")
     )

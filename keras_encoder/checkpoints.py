@@ -290,7 +290,19 @@ def _config_of(backbone, config_class):
             "save_pretrained needs learned positions, post-norm blocks and no token-pair "
             "embeddings, as BERT has."
         )
-    num_layers = sum(1 for layer in backbone.layers if layer.name.startswith("block_"))
+    blocks = [layer for layer in backbone.layers if layer.name.startswith("block_")]
+    for other in blocks:
+        if other.num_heads != block.num_heads or other.key_dim is not None:
+            raise DataError(
+                f"save_pretrained needs every block to have the same full set of heads, as BERT has; "
+                f"{other.name} has {other.num_heads} heads of another size (a pruned model)."
+            )
+        if other.prefix_length:
+            raise DataError(
+                f"save_pretrained cannot write prefixes (prefix tuning) in BERT's layout; "
+                f"{other.name} has {other.prefix_length}."
+            )
+    num_layers = len(blocks)
     return config_class(
         vocabulary_size=embedding.vocabulary_size,
         max_length=embedding.sequence_length,
@@ -358,10 +370,21 @@ def init_values(path):
         raise DataError(f"--init {path}: no such directory.")
     if _is_run_directory(path):
         config = _read_json(os.path.join(path, CONFIG_FILE))
+        if config.get("prefix_length"):
+            raise DataError(
+                f"--init {path} was trained with --prefix-length {config['prefix_length']}: its prefixes "
+                f"belong to that run; start from the checkpoint it started from"
+                + (f" ({config['init']})." if config.get("init") else ".")
+            )
         values = {field: config[field] for field in _ARCHITECTURE_FIELDS if field in config}
         if config.get("position") == "learned":
             values["max_positions"] = config["max_length"]
         return values
+    if os.path.isfile(os.path.join(path, "model.keras")) and not os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+        raise DataError(
+            f"--init {path}: a model.keras without {VOCABULARY_FILE}, as the compress commands write "
+            "(pruned or quantized models); give a run directory of train.py or a BERT checkpoint."
+        )
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise DataError(

@@ -123,6 +123,9 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
             f"LoRA is already enabled on {enabled[0]}; call merge_adapters(model) first or "
             "start from the base model."
         )
+    prefixed = [path for path, layer in attention if layer.prefix_length]
+    if prefixed:
+        raise ConfigError(f"{prefixed[0]} has a prefix (prefix tuning); use LoRA or prefix tuning, not both.")
     frozen_layers = [
         path for path, layer in _sublayers(model, include_self=True) if layer.weights and not layer.trainable
     ]

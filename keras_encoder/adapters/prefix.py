@@ -9,8 +9,10 @@ and the task head train: `2 * P * D` numbers per block (D hidden), about
 The prefixes are ordinary weights of `MultiHeadSelfAttention`
 (`prefix_key`, `prefix_value`, `(P, N, H)` each), and every block's config
 records `prefix_length`, so a model with prefixes saves, reloads, resumes
-and exports like any other; unlike LoRA they cannot be merged away, and
-serving attends over `P` more keys.
+and exports like any other (though not to BERT's layout: `save_pretrained`
+refuses it); unlike LoRA they cannot be merged away, and serving attends
+over `P` more keys. With rotary positions the queries are rotated and the
+prefix keys are not, so a prefix's score depends on the query's position.
 
 The prefixes are learned directly, without the MLP reparameterization of
 Li and Liang, as P-tuning v2 does for encoders.

@@ -3,7 +3,8 @@
 Following Michel et al. (2019), a head's importance is the expected
 absolute gradient of the loss with respect to a gate on its output, at
 gates of one: `I_h = E_x |dL(x)/dxi_h|`, summed here over training
-examples (never validation or test). Scores are normalized per layer (L2)
+examples (never validation or test) and averaged over them. Scores are
+normalized per layer (L2)
 and ranked across layers; the lowest-ranked heads go first, and every
 layer keeps at least one head.
 
@@ -11,7 +12,8 @@ Removing a head slices it out of the query, key and value kernels
 `(D, N, H)` and biases `(N, H)`, and out of the output kernel `(N, H, D)`:
 the pruned model is a smaller model of the same classes (its blocks record
 their own `num_heads` and the unchanged `key_dim`), which saves, reloads
-and exports like any other, and computes less.
+and exports like any other (though not to BERT's layout, which has no
+room for blocks of differing heads), and computes less.
 
 Command line, for a finished classification run:
 
@@ -45,9 +47,9 @@ def head_importance(model, batches, normalize=True):
     Args:
         model: a classifier whose call maps token ids to logits (an
             `EncoderClassifier`).
-        batches: an iterable of `(token_ids, labels)` or
-            `(token_ids, labels, sample_weights)` batches, from the
-            training split.
+        batches: an iterable of `(token_ids, labels, ...)` batches from the
+            training split; every row counts once (sample weights, if
+            any, are not applied).
         normalize: bool. Divide each layer's scores by their L2 norm, as
             Michel et al. do before ranking heads across layers.
 
@@ -98,7 +100,7 @@ def heads_to_prune(scores, share):
     Args:
         scores: `{attention_path: scores (N,)}` from `head_importance`.
         share: float in `[0, 1)`. The fraction of all heads to remove
-            (rounded to the nearest head).
+            (rounded to the nearest head, halves up).
 
     Returns:
         `{attention_path: sorted head indices}`, every layer listed.
@@ -106,7 +108,7 @@ def heads_to_prune(scores, share):
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
         raise ConfigError(f"--share must be in [0, 1). Received: {share!r}")
     total = sum(len(value) for value in scores.values())
-    wanted = int(round(share * total))
+    wanted = int(share * total + 0.5)
     ranked = sorted((float(value), path, head) for path, values in scores.items() for head, value in enumerate(values))
     removed = {path: [] for path in scores}
     for _, path, head in ranked:
@@ -138,10 +140,7 @@ def prune_heads(model, heads):
         ConfigError: an unknown path, a head index out of range, every
             head of a layer removed, or a model with adapters or prefixes.
     """
-    from keras_encoder.adapters.lora import _attention_layers, _backbone
-
-    backbone = _backbone(model)
-    attention = dict(_attention_layers(backbone))
+    attention = prunable_attention(model)
     for path, removed in heads.items():
         if path not in attention:
             raise ConfigError(f"No attention layer {path!r}; the model has {', '.join(attention)}.")
@@ -150,10 +149,6 @@ def prune_heads(model, heads):
             raise ConfigError(f"{path} has heads 0 to {layer.num_heads - 1}. Received: {sorted(removed)}")
         if len(set(removed)) >= layer.num_heads:
             raise ConfigError(f"{path}: pruning every head of a layer is not supported; keep at least one.")
-        if layer.prefix_length or any(
-            getattr(p, "lora_enabled", False) for p in (layer.query_dense, layer.key_dense, layer.value_dense)
-        ):
-            raise ConfigError(f"{path} has a prefix or LoRA adapters; merge or drop them before pruning.")
     kept = {
         path: [head for head in range(layer.num_heads) if head not in set(heads.get(path, ()))]
         for path, layer in attention.items()
@@ -186,6 +181,25 @@ def prune_heads(model, heads):
         value = sliced.get(id(old), lambda v: v)(value)
         new.assign(value)
     return pruned
+
+
+def prunable_attention(model):
+    """`{attention_path: layer}` of a model `prune_heads` can prune.
+
+    Raises:
+        ConfigError: a layer has a prefix (prefix tuning) or LoRA adapters
+            (merge them first: `keras_encoder.adapters.merge_adapters`).
+    """
+    from keras_encoder.adapters.lora import _attention_layers, _backbone
+
+    attention = dict(_attention_layers(_backbone(model)))
+    for path, layer in attention.items():
+        if layer.prefix_length:
+            raise ConfigError(f"{path} has a prefix (prefix tuning); pruning such a model is not supported.")
+        projections = (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
+        if any(getattr(projection, "lora_enabled", False) for projection in projections):
+            raise ConfigError(f"{path} has LoRA adapters; merge them (merge_adapters) before pruning.")
+    return attention
 
 
 def count_heads(model):
@@ -226,6 +240,7 @@ def prune_run(run_dir, share=0.5, steps=300, score_batches=32, out=None, echo=pr
         raise ConfigError(f"{run_dir} is a {task.name} run; head pruning scores classifiers only.")
 
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    prunable_attention(model)  # before any scoring
     task.prepare(model.preprocessor.tokenizer, config)
     start = time.perf_counter()
     full, full_line = task.evaluate(model, "validation")
@@ -240,7 +255,8 @@ def prune_run(run_dir, share=0.5, steps=300, score_batches=32, out=None, echo=pr
     before, before_line = task.evaluate(pruned, "validation")
     echo(f"Pruned, before fine-tuning: {before_line} (full model: {full_line})")
     pruned.compile(
-        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0)
+        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0),
+        jit_compile=False,  # batches of many lengths, as in train.py
     )
     if steps:
         pruned.fit(task.datasets["train"].repeat(), steps_per_epoch=steps, epochs=1, verbose="auto")

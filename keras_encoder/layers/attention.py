@@ -214,19 +214,25 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             raise ValueError(
                 f"This layer already has a prefix of length {self.prefix_length}."
             )
+        self._add_prefix_weights(prefix_length)
         self.prefix_length = prefix_length
-        self._add_prefix_weights()
 
-    def _add_prefix_weights(self):
-        shape = (self.prefix_length, self.num_heads, self._head_dim)
-        self._tracker.unlock()  # allowed after build, as `enable_lora` does
-        for name in ("prefix_key", "prefix_value"):
-            setattr(self, name, self.add_weight(
-                name=name,
-                shape=shape,
-                initializer=keras.initializers.RandomNormal(stddev=0.02),
-            ))
-        self._tracker.lock()
+    def _add_prefix_weights(self, prefix_length=None):
+        shape = (prefix_length or self.prefix_length, self.num_heads, self._head_dim)
+        # New state after build is allowed, as `enable_lora` does; inside
+        # `build` the tracker is still open and Keras locks it afterwards.
+        was_locked = self._tracker.locked
+        self._tracker.unlock()
+        try:
+            for name in ("prefix_key", "prefix_value"):
+                setattr(self, name, self.add_weight(
+                    name=name,
+                    shape=shape,
+                    initializer=keras.initializers.RandomNormal(stddev=0.02),
+                ))
+        finally:
+            if was_locked:
+                self._tracker.lock()
 
     def call(
         self,

@@ -169,6 +169,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         See `MultiHeadSelfAttention.enable_prefix`; the block's config
         records `prefix_length`, so a saved model rebuilds the prefix.
         """
+        if not self.built:
+            raise ValueError(
+                "enable_prefix needs a built block; call the block once or "
+                "pass `prefix_length` to the constructor."
+            )
         self.attention.enable_prefix(prefix_length)
         self.prefix_length = prefix_length
 

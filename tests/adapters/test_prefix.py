@@ -96,8 +96,24 @@ def test_models_in_the_wrong_state_are_refused(classifier, make_backbone):
     with pytest.raises(ConfigError, match="has LoRA adapters; use prefix tuning or LoRA, not both"):
         enable_prefix_tuning(adapted, 2)
 
+    with pytest.raises(ConfigError, match="has a prefix \\(prefix tuning\\); use LoRA or prefix tuning, not both"):
+        enable_lora(classifier, rank=2)
+
     frozen = EncoderClassifier(make_backbone(**SIZES), 2)
     frozen.get_layer("logits").trainable = False
     with pytest.raises(ConfigError, match="layer 'logits' has trainable=False"):
         enable_prefix_tuning(frozen, 2)
     assert not any(getattr(layer, "prefix_length", 0) for layer in frozen._flatten_layers())
+
+
+def test_save_pretrained_refuses_prefixes(make_backbone, tokenizer, tmp_path):
+    from keras_encoder import DataError, save_pretrained
+
+    backbone = make_backbone(
+        **SIZES, position="learned", embedding_norm=True, layer_norm_epsilon=1e-12,
+        segment_vocabulary_size=2, pooler=True, pooling="cls",
+    )
+    enable_prefix_tuning(backbone, 2)
+    with pytest.raises(DataError, match="cannot write prefixes \\(prefix tuning\\) in BERT's layout; block_0 has 2"):
+        save_pretrained(backbone, tokenizer, tmp_path / "bert")
+    assert not (tmp_path / "bert").exists()

@@ -119,3 +119,30 @@ def test_prune_run_checks_its_arguments_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"-pruned50 already exists; pass another --out or remove it\."):
         prune_run(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["config.json", "metrics.json", "model.keras"]
+
+
+def test_models_with_prefixes_or_adapters_are_refused(make_backbone, tokenizer):
+    from keras_encoder.adapters import enable_lora, enable_prefix_tuning
+
+    def fresh():
+        return EncoderClassifier(make_backbone(hidden_dim=32, num_heads=N, intermediate_dim=64, num_layers=1), 2)
+
+    prefixed, adapted = fresh(), fresh()
+    enable_prefix_tuning(prefixed, 2)
+    enable_lora(adapted, rank=2)
+    with pytest.raises(ConfigError, match=r"block_0/attention has a prefix \(prefix tuning\); pruning such"):
+        prune_heads(prefixed, {PATHS[0]: [0]})
+    with pytest.raises(ConfigError, match=r"has LoRA adapters; merge them \(merge_adapters\) before pruning"):
+        prune_heads(adapted, {PATHS[0]: [0]})
+
+
+def test_save_pretrained_refuses_a_pruned_backbone(make_backbone, tokenizer, tmp_path):
+    from keras_encoder import DataError, save_pretrained
+
+    bert_like = make_backbone(
+        hidden_dim=32, num_heads=N, intermediate_dim=64, num_layers=LAYERS, position="learned",
+        embedding_norm=True, layer_norm_epsilon=1e-12, segment_vocabulary_size=2, pooler=True, pooling="cls",
+    )
+    pruned = prune_heads(EncoderClassifier(bert_like, 2), {PATHS[1]: [0, 1]})
+    with pytest.raises(DataError, match="same full set of heads, as BERT has; block_0 has 4 heads"):
+        save_pretrained(pruned.backbone, tokenizer, tmp_path / "bert")

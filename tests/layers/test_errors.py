@@ -56,6 +56,8 @@ def test_enable_prefix_needs_a_built_layer_without_one():
     layer = MultiHeadSelfAttention(num_heads=2)
     with pytest.raises(ValueError, match="needs a built layer"):
         layer.enable_prefix(2)
+    with pytest.raises(ValueError, match="needs a built block"):
+        TransformerEncoderBlock(num_heads=2, intermediate_dim=8).enable_prefix(2)
     layer(np.zeros((1, 3, 8), "float32"))
     with pytest.raises(ValueError, match="prefix_length=0"):
         layer.enable_prefix(0)
@@ -76,3 +78,12 @@ def test_a_bad_prefix_input_is_named(prefix, match):
     layer = MultiHeadSelfAttention(num_heads=2)
     with pytest.raises(ValueError, match=match):
         layer(np.zeros((1, 3, 8), "float32"), prefix=prefix)
+
+
+def test_a_layer_given_a_prefix_after_build_still_refuses_new_state():
+    layer = MultiHeadSelfAttention(num_heads=2)
+    layer(np.zeros((1, 3, 8), "float32"))
+    layer.enable_prefix(2)
+    assert len(layer.weights) == 10
+    with pytest.raises(ValueError):
+        layer.add_weight(name="late", shape=(1,))  # Keras' lock is back on

@@ -99,6 +99,28 @@ def test_init_that_is_no_checkpoint_is_named(tmp_path):
     assert f"--init {tmp_path}: neither a BERT checkpoint" in result.stderr
 
 
+def test_init_from_a_prefix_run_or_a_compressed_model_is_refused(tmp_path):
+    write_corpus(tmp_path / "reviews.csv")
+    prefixed = tmp_path / "prefixed"
+    prefixed.mkdir()
+    (prefixed / "model.keras").write_text("")
+    (prefixed / "vocab.txt").write_text("[PAD]\n")
+    (prefixed / "config.json").write_text(json.dumps({"prefix_length": 16, "init": "base/bert"}))
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "model.keras").write_text("")
+    (pruned / "config.json").write_text("{}")
+    for path, message in (
+        (prefixed, f"--init {prefixed} was trained with --prefix-length 16: its prefixes belong to that run; "
+                   "start from the checkpoint it started from (base/bert)."),
+        (pruned, f"--init {pruned}: a model.keras without vocab.txt, as the compress commands write"),
+    ):
+        result = train("--data", str(tmp_path / "reviews.csv"), "--init", str(path), "--logdir", str(tmp_path / "logs"))
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert not (tmp_path / "logs").exists()
+
+
 @pytest.mark.slow
 def test_lora_trains_adapters_saves_them_alone_and_exports_merged(tmp_path):
     import zipfile

@@ -126,14 +126,7 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
     prefixed = [path for path, layer in attention if layer.prefix_length]
     if prefixed:
         raise ConfigError(f"{prefixed[0]} has a prefix (prefix tuning); use LoRA or prefix tuning, not both.")
-    frozen_layers = [
-        path for path, layer in _sublayers(model, include_self=True) if layer.weights and not layer.trainable
-    ]
-    if frozen_layers:
-        raise ConfigError(
-            f"enable_lora decides which weights train, but layer {frozen_layers[0] or model.name!r} "
-            "has trainable=False; set model.trainable = True first."
-        )
+    _check_all_trainable(model, "enable_lora")
     for _, layer in _projections(attention, targets):
         layer.enable_lora(rank, lora_alpha=alpha)
 
@@ -370,6 +363,18 @@ def _check_arguments(rank, alpha, targets):
             f"`targets` must name at least one of {', '.join(LORA_TARGETS)}. Received: targets=()"
         )
     return tuple(name for name in LORA_TARGETS if name in targets)
+
+
+def _check_all_trainable(model, caller):
+    """Raise `ConfigError` if any layer of `model` with weights is set `trainable=False`."""
+    frozen_layers = [
+        path for path, layer in _sublayers(model, include_self=True) if layer.weights and not layer.trainable
+    ]
+    if frozen_layers:
+        raise ConfigError(
+            f"{caller} decides which weights train, but layer {frozen_layers[0] or model.name!r} "
+            "has trainable=False; set model.trainable = True first."
+        )
 
 
 def _backbone(model):

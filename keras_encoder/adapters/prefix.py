@@ -26,6 +26,7 @@ import numpy as np
 
 from keras_encoder.adapters.lora import (
     _backbone,
+    _check_all_trainable,
     _count,
     _drop_traced_functions,
     _head_variables,
@@ -82,14 +83,7 @@ def enable_prefix_tuning(model, prefix_length):
     adapted = [path for path, layer in _sublayers(backbone) if getattr(layer, "lora_enabled", False)]
     if adapted:
         raise ConfigError(f"{adapted[0]} has LoRA adapters; use prefix tuning or LoRA, not both.")
-    frozen_layers = [
-        path for path, layer in _sublayers(model, include_self=True) if layer.weights and not layer.trainable
-    ]
-    if frozen_layers:
-        raise ConfigError(
-            f"enable_prefix_tuning decides which weights train, but layer "
-            f"{frozen_layers[0] or model.name!r} has trainable=False; set model.trainable = True first."
-        )
+    _check_all_trainable(model, "enable_prefix_tuning")
     for _, block in blocks:
         block.enable_prefix(int(prefix_length))
     keep = {id(block.attention.prefix_key) for _, block in blocks}

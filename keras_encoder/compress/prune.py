@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from keras_encoder.compress.quantize import directory_bytes, headline_scores, run_task
+from keras_encoder.compress.quantize import check_finished_run, directory_bytes, headline_scores, run_task
 from keras_encoder.errors import ConfigError, KerasEncoderError
 
 
@@ -221,12 +221,7 @@ def prune_run(run_dir, share=0.5, steps=300, score_batches=32, out=None, echo=pr
     from keras_encoder.training.run_dir import read_json, write_json
 
     run_dir = os.path.normpath(run_dir)
-    for name in ("config.json", "metrics.json", "model.keras"):
-        if not os.path.exists(os.path.join(run_dir, name)):
-            raise ConfigError(
-                f"{run_dir} is not a finished run directory: {name} is missing "
-                "(train it to the end with train.py first)."
-            )
+    check_finished_run(run_dir)
     heads_to_prune({"check": np.zeros(2)}, share)  # the share's range, before any work
     for name, value in (("--steps", steps), ("--score-batches", score_batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "--steps" else 1):

@@ -95,6 +95,16 @@ def directory_bytes(path):
     )
 
 
+def check_finished_run(run_dir):
+    """Raise `ConfigError` naming the first file a finished run directory lacks."""
+    for name in ("config.json", "metrics.json", "model.keras"):
+        if not os.path.exists(os.path.join(run_dir, name)):
+            raise ConfigError(
+                f"{run_dir} is not a finished run directory: {name} is missing "
+                "(train it to the end with train.py first)."
+            )
+
+
 def run_task(run_dir, echo=print):
     """`(config, task)` of a run directory: its `TrainConfig` and its data, split
     as the run split it (the same seed and fractions)."""
@@ -117,12 +127,7 @@ def quantize_run(run_dir, mode="int8", out=None, echo=print):
     `<run_dir>-<mode>`; it must not exist yet (nothing is overwritten).
     """
     run_dir = os.path.normpath(run_dir)
-    for name in ("config.json", "metrics.json", "model.keras"):
-        if not os.path.exists(os.path.join(run_dir, name)):
-            raise ConfigError(
-                f"{run_dir} is not a finished run directory: {name} is missing "
-                "(train it to the end with train.py first)."
-            )
+    check_finished_run(run_dir)
     if mode not in QUANTIZE_MODES:
         raise ConfigError(f"--mode must be one of {', '.join(QUANTIZE_MODES)}. Received: {mode!r}")
     out = os.path.normpath(out or f"{run_dir}-{mode}")

@@ -9,6 +9,7 @@ Examples:
     python train.py --data my_ner.conll               # tagging, picked by the extension
     python train.py --data wordnet-supersenses --init path/to/bert_checkpoint
     python train.py --data my.csv --init path/to/bert_checkpoint --lora-rank 8
+    python train.py --data my.csv --teacher logs/my --layers 2   # distil a 2-block student
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
     python -m keras_encoder.launch --workers 2 train.py --data my.csv   # 2 workers
     tensorboard --logdir logs
@@ -87,6 +88,12 @@ HELP = {
     "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
     "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
     "task head only, the backbone frozen (0: no prefix)",
+    "teacher": "distillation: a finished classification run whose model teaches a student of "
+    "--layers of its blocks (default: a third), on its temperature-softened outputs and the labels",
+    "distill_temperature": "distillation: softmax temperature of the teacher's and student's logits",
+    "distill_weight": "distillation: share of the loss from the teacher's outputs (the labels get the rest)",
+    "distill_hidden_weight": "distillation: weight of a mean-squared loss between the teacher's and the "
+    "student's last hidden states, over real tokens (0: off)",
     "quantize": "export the model quantized: int8 (weights and activations) or int8-weights "
     "(weights only); model.keras stays float32 (default: float32 export)",
 }
@@ -105,7 +112,7 @@ CHOICES = {
 def _default_text(field):
     """`classify 0.1` or, where presets differ, each preset's value."""
     values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
-    if field.name in ("preset", "task", "tag_scheme", "run_name", "init", "quantize"):
+    if field.name in ("preset", "task", "tag_scheme", "run_name", "init", "quantize", "teacher"):
         return None  # picked from the data
     if len(set(map(repr, values.values()))) == 1:
         return f"default: {next(iter(values.values()))}"

@@ -418,12 +418,18 @@ def load_init(path, sequence_length):
     from keras_encoder.text import Tokenizer
 
     model = keras.models.load_model(os.path.join(path, "model.keras"))
-    tokenizer = Tokenizer.load(path)
-    if sequence_length != tokenizer.sequence_length:
-        tokenizer = Tokenizer(
-            tokenizer.vocabulary,
-            sequence_length=sequence_length,
-            lowercase=tokenizer.lowercase,
-            normalization=tokenizer.get_config()["normalization"],
-        )
-    return model.backbone, tokenizer
+    return model.backbone, tokenizer_of_length(Tokenizer.load(path), sequence_length)
+
+
+def tokenizer_of_length(tokenizer, sequence_length):
+    """`tokenizer`, or a copy of it that cuts sequences at `sequence_length`."""
+    from keras_encoder.text import Tokenizer
+
+    if sequence_length == tokenizer.sequence_length:
+        return tokenizer
+    return Tokenizer(
+        tokenizer.vocabulary,
+        sequence_length=sequence_length,
+        lowercase=tokenizer.lowercase,
+        normalization=tokenizer.get_config()["normalization"],
+    )

@@ -73,6 +73,8 @@ class EncoderClassifier(EncoderTask):
         self.label_names = label_names
         self.dropout = dropout
         object.__setattr__(self, "_serve", None)  # traced function: not model state
+        # A teacher (keras_encoder.compress.distill.attach_teacher): not model state.
+        object.__setattr__(self, "_distillation", None)
 
     def _drop_traced_functions(self):
         object.__setattr__(self, "_serve", None)
@@ -94,6 +96,13 @@ class EncoderClassifier(EncoderTask):
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss; in training, with a teacher attached, the distillation loss."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight=sample_weight, training=training)
+        if self._distillation is None or not training:
+            return loss
+        return self._distillation.loss(self, x, y_pred, loss)
 
     def _predict_text(self, batches):
         """Labels for batches of raw strings, as the export gives them.

@@ -92,6 +92,12 @@ class TrainConfig:
     # Prefix tuning: this many learned key/value vectors per head in every
     # block train, with the task head; the backbone is frozen.
     prefix_length: int = _CLASSIFY["prefix_length"]
+    # Distillation: a finished classification run to learn from ("": none);
+    # the student keeps `layers` of its blocks (see keras_encoder.compress.distill).
+    teacher: str = ""
+    distill_temperature: float = 2.0
+    distill_weight: float = 0.5
+    distill_hidden_weight: float = 0.0
     # Export: "" keeps float32; "int8" or "int8-weights" quantizes the
     # exported model (model.keras stays float32).
     quantize: str = ""
@@ -180,6 +186,19 @@ class TrainConfig:
                 "--prefix-length does not combine with a weight average; use --ema 0 "
                 f"(received --ema {self.ema})."
             )
+        if self.teacher:
+            from keras_encoder.compress.distill import check_distillation_values
+
+            check_distillation_values(self.distill_temperature, self.distill_weight, self.distill_hidden_weight)
+            for flag, value in (("--init", self.init), ("--lora-rank", self.lora_rank),
+                                ("--prefix-length", self.prefix_length)):
+                if value:
+                    raise ConfigError(
+                        f"--teacher trains a smaller copy of the teacher, its weights its start; "
+                        f"{flag} does not combine with it."
+                    )
+            if self.task != "classify":
+                raise ConfigError("--teacher distils classifiers only; tagging is not supported.")
         if self.lora_rank and self.ema:
             raise ConfigError(
                 "--lora-rank does not combine with a weight average; use --ema 0 "

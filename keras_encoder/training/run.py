@@ -32,6 +32,14 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from keras_encoder.adapters import enable_lora, enable_prefix_tuning
 from keras_encoder.checkpoints import init_values, load_init
+from keras_encoder.compress.distill import (
+    attach_teacher,
+    block_names,
+    load_teacher,
+    student_blocks,
+    student_from_teacher,
+    teacher_run_config,
+)
 from keras_encoder.compress.quantize import directory_bytes, headline_scores, quantize_and_score
 from keras_encoder.distribute import barrier, chief_state_callback, from_chief
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
@@ -95,6 +103,8 @@ def train(values, echo=print, strategy=None, cluster=None):
     # in values that the data, not the user, decides).
     adapters = adapter_defaults(values)
     TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **adapters, **values, "task": kind})
+    # A teacher's files are read (JSON only) before the data.
+    student = _student_architecture(values) if values.get("teacher") else {}
     try:
         task = load_task(
             data,
@@ -142,12 +152,37 @@ def train(values, echo=print, strategy=None, cluster=None):
                     f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
                 )
         defaults = {**defaults, **PRETRAINED, **architecture}
+    if student:
+        defaults = {**defaults, **PRETRAINED, **student}
     defaults = {**defaults, **adapters}
     config = TrainConfig.from_dict(
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )
     echo(f"Preset {preset}; every value this run uses goes to config.json")
     return run(config, task=task, echo=echo, strategy=strategy, cluster=cluster)
+
+
+def _student_architecture(values):
+    """The teacher's architecture, with a third of its blocks unless --layers says otherwise."""
+
+    teacher = values["teacher"]
+    teacher_config = teacher_run_config(teacher)
+    architecture = init_values(teacher)
+    max_positions = architecture.pop("max_positions", None)
+    layers = values.get("layers", max(1, architecture["layers"] // 3))
+    student_blocks(architecture["layers"], layers)  # the range, before any data is read
+    for field, value in architecture.items():
+        if field != "layers" and field in values and values[field] != value:
+            raise ConfigError(
+                f"--{field.replace('_', '-')} {values[field]} contradicts --teacher {teacher}, "
+                f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
+            )
+    max_length = values.get("max_length", teacher_config["max_length"])
+    if max_positions is not None and max_length > max_positions:
+        raise ConfigError(
+            f"--max-length {max_length} is longer than --teacher {teacher} holds positions for ({max_positions})."
+        )
+    return {**architecture, "layers": layers, "max_length": max_length}
 
 
 def run(config: TrainConfig, task=None, echo=print, strategy=None, cluster=None):
@@ -205,8 +240,14 @@ def _run(config, task, echo, strategy, cluster):
     run_dir, resumed = open_run_dir(config, echo)
 
     # === Tokenizer: the checkpoint's, or learned on the training split only ===
-    backbone = None
-    if config.init:
+    backbone = teacher = None
+    if config.teacher:
+        with strategy.scope():
+            teacher, tokenizer = load_teacher(config.teacher, config.max_length)
+        tokenizer.save(run_dir)
+        echo(f"Teacher {config.teacher}: {teacher.count_params():,} parameters, "
+             f"{len(block_names(teacher))} blocks")
+    elif config.init:
         with strategy.scope():
             backbone, tokenizer = load_init(config.init, config.max_length)
         tokenizer.save(run_dir)
@@ -222,7 +263,7 @@ def _run(config, task, echo, strategy, cluster):
         tokenizer.save(run_dir)
     echo(
         f"Vocabulary: {tokenizer.vocabulary_size} tokens "
-        + ("(the checkpoint's)" if config.init else "(learned on the train split)")
+        + ("(the checkpoint's)" if config.init or config.teacher else "(learned on the train split)")
     )
     task.prepare(tokenizer, config)
 
@@ -238,9 +279,12 @@ def _run(config, task, echo, strategy, cluster):
             return None
     if not trained:
         with strategy.scope():
-            if backbone is None:
-                backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
-            model = task.build_model(config, backbone, task.preprocessor(tokenizer))
+            if teacher is not None:
+                model = _student(config, task, teacher, tokenizer, echo)
+            else:
+                if backbone is None:
+                    backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
+                model = task.build_model(config, backbone, task.preprocessor(tokenizer))
             trainable = _trainable_parameters(model)
             if config.lora_rank:
                 lora = enable_lora(
@@ -322,6 +366,7 @@ def _run(config, task, echo, strategy, cluster):
         "trainable_parameters": state.get("trainable_parameters"),
         "lora_rank": config.lora_rank,
         "prefix_length": config.prefix_length,
+        "teacher": config.teacher,
         "resumed_after_epoch": state.get("resumed_after_epoch"),
         "export_bytes": directory_bytes(export_dir),
         "workers": cluster.num_workers if cluster is not None else 1,
@@ -342,6 +387,28 @@ def _run(config, task, echo, strategy, cluster):
     echo(f"Run directory: {run_dir}  (model.keras, export/ SavedModel, metrics.json)")
     echo(f"See it in TensorBoard:  tensorboard --logdir {config.logdir}")
     return metrics
+
+
+def _student(config, task, teacher, tokenizer, echo):
+    """The student of `--teacher`: its blocks copied from the teacher's, the teacher attached."""
+    if list(teacher.label_names) != list(task.label_names):
+        raise ConfigError(
+            f"--teacher {config.teacher} was trained on the labels {', '.join(teacher.label_names)}, "
+            f"but --data {config.data} has {', '.join(task.label_names)}; a teacher must know the same classes."
+        )
+    blocks = student_blocks(len(block_names(teacher)), config.layers)
+    student = student_from_teacher(teacher, config.layers, blocks)
+    student.preprocessor = task.preprocessor(tokenizer)
+    attach_teacher(
+        student, teacher, config.distill_temperature, config.distill_weight, config.distill_hidden_weight
+    )
+    echo(
+        f"Student of {config.layers} blocks, from the teacher's blocks {', '.join(map(str, blocks))}: "
+        f"{student.count_params():,} parameters; loss {1 - config.distill_weight:g} x labels + "
+        f"{config.distill_weight:g} x teacher at temperature {config.distill_temperature:g}"
+        + (f" + {config.distill_hidden_weight:g} x hidden states" if config.distill_hidden_weight else "")
+    )
+    return student
 
 
 def _trainable_parameters(model):

@@ -188,7 +188,12 @@ class Distillation:
         self.temperature = float(temperature)
         self.weight = float(weight)
         self.hidden_weight = float(hidden_weight)
-        self.logits_loss = keras.distillation.LogitsDistillation(temperature=self.temperature)
+        # The loss given as an instance: with its default, the string
+        # "kl_divergence", Keras 3.15 resolves a function that its softmax
+        # step does not recognise, and compares the raw logits instead.
+        self.logits_loss = keras.distillation.LogitsDistillation(
+            temperature=self.temperature, loss=keras.losses.KLDivergence()
+        )
 
     def loss(self, student, token_ids, student_logits, label_loss):
         """The student's training loss from its label loss and the teacher's outputs."""

@@ -114,7 +114,8 @@ def test_train_quantize_flag_and_the_compress_commands_on_a_finished_run(tmp_pat
     """`train.py --quantize int8` exports int8 and keeps model.keras float32;
     `python -m keras_encoder.compress.quantize` re-quantizes a finished run
     and `python -m keras_encoder.compress.prune` prunes it, each into a new
-    directory, leaving the run alone; bench/compress.py tabulates them."""
+    directory, leaving the run alone; `train.py --teacher` distils it;
+    bench/compress.py tabulates them."""
     import json
     import subprocess
     import sys
@@ -169,20 +170,34 @@ def test_train_quantize_flag_and_the_compress_commands_on_a_finished_run(tmp_pat
     assert reloaded.backbone.get_layer("block_0").attention.num_heads == 1
     assert (pruned / "export" / "saved_model.pb").exists()
 
+    # A student distilled from the run, with the teacher's tokenizer and blocks.
+    student = tmp_path / "logs" / "tiny-student"
+    result = train(["--data", str(data), "--logdir", str(tmp_path / "logs"), "--run-name", "tiny-student",
+                    "--teacher", str(run), "--layers", "1", "--epochs", "1", "--batch-size", "16",
+                    "--probe-sentences", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Student of 1 blocks, from the teacher's blocks 0:" in result.stdout
+    assert "0.5 x labels + 0.5 x teacher at temperature 2" in result.stdout
+    assert {path: os.path.getmtime(path) for path in run.rglob("*")} == before
+    taught = json.loads((student / "metrics.json").read_text())
+    assert taught["teacher"] == str(run) and taught["parameters"] == model.count_params()  # one block of one
+    assert (student / "vocab.txt").read_text() == (run / "vocab.txt").read_text()
+
     # bench/compress.py compares the runs, and replaces only its section.
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\n## Smaller and faster\n\nold table\n\n## Other\n\nkept\n")
     bench = [
         sys.executable, os.path.join(REPO, "bench", "compress.py"), str(run), str(out), str(pruned),
-        "--rounds", "1", "--texts", "32", "--latency-samples", "3", "--write", str(report),
+        str(student), "--rounds", "1", "--texts", "32", "--latency-samples", "3", "--write", str(report),
     ]
     done = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
     assert "old table" not in text and text.endswith("## Other\n\nkept\n")
     rows = [line for line in text.splitlines() if line.startswith("| tiny")]
-    assert len(rows) == 3, text
+    assert len(rows) == 4, text
     assert rows[0].startswith(f"| tiny | {metrics['test_accuracy']:.4f} | ")
     assert rows[1].startswith(f"| tiny-int8-weights | {derived['test_accuracy']:.4f} (")
     assert rows[2].startswith(f"| tiny-pruned50 | {trimmed['test_accuracy']:.4f} (")
+    assert rows[3].startswith(f"| tiny-student | {taught['test_accuracy']:.4f} (")
     assert rows[0].split(" | ")[6] == "1.00x"

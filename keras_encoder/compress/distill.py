@@ -199,6 +199,8 @@ class Distillation:
         """The student's training loss from its label loss and the teacher's outputs."""
         from keras import ops
 
+        if not self.weight and not self.hidden_weight:
+            return label_loss  # the labels alone: the teacher need not run
         teacher_out = backbone_outputs(self.teacher.backbone, token_ids, training=False)
         teacher_logits = self.teacher.get_layer("logits")(teacher_out["pooled_output"])
         teacher_logits = ops.stop_gradient(teacher_logits)

@@ -135,22 +135,9 @@ def train(values, echo=print, strategy=None, cluster=None):
     batch_size = values.get("batch_size", PRESETS[preset]["batch_size"])
     defaults = fitted_to_data({**PRESETS[preset], "batch_size": batch_size}, **task.data_sizes())
     if values.get("init"):
-        # The checkpoint fixes the architecture; a flag may not contradict it.
-        architecture = init_values(values["init"])
-        max_positions = architecture.pop("max_positions", None)
+        architecture, max_positions = _fixed_architecture("--init", values["init"], values)
         if max_positions is not None:
-            if values.get("max_length", 0) > max_positions:
-                raise ConfigError(
-                    f"--max-length {values['max_length']} is longer than --init {values['init']} "
-                    f"holds positions for ({max_positions})."
-                )
             defaults["max_length"] = min(defaults["max_length"], max_positions)
-        for field, value in architecture.items():
-            if field in values and values[field] != value:
-                raise ConfigError(
-                    f"--{field.replace('_', '-')} {values[field]} contradicts --init {values['init']}, "
-                    f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
-                )
         defaults = {**defaults, **PRETRAINED, **architecture}
     if student:
         defaults = {**defaults, **PRETRAINED, **student}
@@ -162,27 +149,35 @@ def train(values, echo=print, strategy=None, cluster=None):
     return run(config, task=task, echo=echo, strategy=strategy, cluster=cluster)
 
 
-def _student_architecture(values):
-    """The teacher's architecture, with a third of its blocks unless --layers says otherwise."""
+def _fixed_architecture(flag, path, values, free=()):
+    """`(architecture, max_positions)` that a start from `path` fixes; a flag may not contradict it.
 
-    teacher = values["teacher"]
-    teacher_config = teacher_run_config(teacher)
-    architecture = init_values(teacher)
+    `flag` is `--init` or `--teacher`; fields in `free` may differ.
+    """
+    architecture = init_values(path)
     max_positions = architecture.pop("max_positions", None)
-    layers = values.get("layers", max(1, architecture["layers"] // 3))
-    student_blocks(architecture["layers"], layers)  # the range, before any data is read
+    if max_positions is not None and values.get("max_length", 0) > max_positions:
+        raise ConfigError(
+            f"--max-length {values['max_length']} is longer than {flag} {path} "
+            f"holds positions for ({max_positions})."
+        )
     for field, value in architecture.items():
-        if field != "layers" and field in values and values[field] != value:
+        if field not in free and field in values and values[field] != value:
             raise ConfigError(
-                f"--{field.replace('_', '-')} {values[field]} contradicts --teacher {teacher}, "
+                f"--{field.replace('_', '-')} {values[field]} contradicts {flag} {path}, "
                 f"whose model has {field.replace('_', '-')} {value}; leave the flag out."
             )
-    max_length = values.get("max_length", teacher_config["max_length"])
-    if max_positions is not None and max_length > max_positions:
-        raise ConfigError(
-            f"--max-length {max_length} is longer than --teacher {teacher} holds positions for ({max_positions})."
-        )
-    return {**architecture, "layers": layers, "max_length": max_length}
+    return architecture, max_positions
+
+
+def _student_architecture(values):
+    """The teacher's architecture, with a third of its blocks unless --layers says otherwise."""
+    teacher = values["teacher"]
+    teacher_config = teacher_run_config(teacher)
+    architecture, _ = _fixed_architecture("--teacher", teacher, values, free=("layers",))
+    layers = values.get("layers", max(1, architecture["layers"] // 3))
+    student_blocks(architecture["layers"], layers)  # the range, before any data is read
+    return {**architecture, "layers": layers, "max_length": values.get("max_length", teacher_config["max_length"])}
 
 
 def run(config: TrainConfig, task=None, echo=print, strategy=None, cluster=None):

@@ -26,14 +26,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # this checkout's keras_encoder
 SECTION = "## Smaller and faster"
 
+from bench.common import run_json, time_serving, write_section  # noqa: E402
 from keras_encoder.compress.quantize import directory_bytes, run_task  # noqa: E402  (no TensorFlow)
 
 
@@ -49,29 +48,10 @@ def worker(run_dir, texts_count, latency_samples):
     import tensorflow_text  # noqa: F401  (the tokenizer's ops)
 
     texts = test_texts(run_dir, texts_count)
-    serve = tf.saved_model.load(os.path.join(run_dir, "export")).signatures["serving_default"]
     if not texts:
         sys.exit(f"error: {run_dir} has no test texts to serve")
-    # Batches of 32 (the last may be smaller, on a small split).
-    batches = [tf.constant(texts[start : start + 32]) for start in range(0, len(texts), 32)]
-    singles = [tf.constant([text]) for text in texts[:latency_samples]]
-    for batch in batches + singles:  # untimed: compiles every shape once
-        serve(batch)["label_id"].numpy()
-    start = time.perf_counter()
-    for batch in batches:
-        serve(batch)["label_id"].numpy()
-    seconds = time.perf_counter() - start
-    latencies = []
-    for single in singles:
-        start = time.perf_counter()
-        serve(single)["label_id"].numpy()
-        latencies.append(time.perf_counter() - start)
-    latencies.sort()
-    print(json.dumps({
-        "sequences_per_s": len(texts) / seconds,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
-    }))
+    serve = tf.saved_model.load(os.path.join(run_dir, "export")).signatures["serving_default"]
+    print(json.dumps(time_serving(serve, texts, latency_samples)))
 
 
 def time_in_fresh_process(run_dir, args):
@@ -79,12 +59,8 @@ def time_in_fresh_process(run_dir, args):
         sys.executable, os.path.abspath(__file__), "--worker", run_dir,
         "--texts", str(args.texts), "--latency-samples", str(args.latency_samples),
     ]
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    )
-    if result.returncode != 0:
-        sys.exit(f"error: timing {run_dir} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return run_json(command, f"timing {run_dir}", env=env, cwd=REPO)
 
 
 def main_score(metrics):
@@ -145,20 +121,6 @@ def render(rows, command, rounds, texts, latency_samples):
     return "\n".join(lines) + "\n"
 
 
-def write_section(text, path):
-    """Replace (or append) the section in BENCHMARKS.md; leave the rest alone."""
-    with open(path, encoding="utf-8") as handle:
-        content = handle.read()
-    start = content.find(SECTION + "\n")
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text + ("" if end < 0 else content[end:])
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(content)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", help="finished run directories; the first is the anchor")
@@ -197,7 +159,7 @@ def main(argv=None):
     print()
     print(table)
     if args.write:
-        write_section(table, args.write)
+        write_section(table, args.write, SECTION)
         print(f"Written to {args.write}")
 
 

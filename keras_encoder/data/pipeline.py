@@ -62,11 +62,13 @@ def _sliced_rows(arrays, shuffle, seed):
     )
 
 
-def _batched(dataset, lengths, batch_size, bucket_boundaries):
+def _batched(dataset, lengths, batch_size, bucket_boundaries, padded_lengths=()):
     """Pad into batches, grouped by length; the batch count is declared.
 
     Knowing the count up front gives Keras a progress bar with an ETA and
     lets `fit` restart the dataset each epoch without `steps_per_epoch`.
+    With `padded_lengths`, every batch is then padded further, to the
+    first of them at or above its longest row (see `pad_to_lengths`).
     """
     lengths = np.asarray(lengths)
     padded_shapes = tf.nest.map_structure(
@@ -87,7 +89,42 @@ def _batched(dataset, lengths, batch_size, bucket_boundaries):
             bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
             padded_shapes=padded_shapes,
         )
-    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    return pad_to_lengths(dataset, padded_lengths) if padded_lengths else dataset
+
+
+def pad_to_lengths(dataset, padded_lengths):
+    """Batches padded along their second axis to one of a few fixed lengths.
+
+    Each batch goes to the smallest of `padded_lengths` that holds its
+    longest row (a longer batch is left as it is). Every component of
+    rank 2 or more (token ids, and per-token labels and weights) is padded
+    with zeros, which is `[PAD]` for ids and "not scored" for weights; per
+    example components (labels of shape `(B,)`) are left alone. A model
+    compiled with XLA (`jit_compile=True`) then meets a few shapes, each
+    compiled once, rather than one shape per batch length.
+
+    Args:
+        dataset: a batched `tf.data.Dataset` whose first component is `(B, T)`.
+        padded_lengths: increasing tuple of int, e.g. from
+            `padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, max_length)`.
+    """
+    bounds = tf.constant(sorted(padded_lengths), tf.int32)
+
+    def pad(*batch):
+        length = tf.shape(tf.nest.flatten(batch)[0])[1]
+        index = tf.searchsorted(bounds, length[tf.newaxis], side="left")[0]
+        extra = tf.maximum(bounds[tf.minimum(index, tf.size(bounds) - 1)] - length, 0)
+
+        def padded(tensor):
+            if tensor.shape.rank is None or tensor.shape.rank < 2:
+                return tensor
+            paddings = [[0, 0], [0, extra]] + [[0, 0]] * (tensor.shape.rank - 2)
+            return tf.pad(tensor, paddings)
+
+        return tf.nest.map_structure(padded, batch if len(batch) > 1 else batch[0])
+
+    return dataset.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _with_token_dropout(dataset, rate, unk_id, first_regular_id, seed):
@@ -168,6 +205,7 @@ def classification_dataset(
     token_dropout=0.0,
     unk_id=UNK_ID,
     first_regular_id=FIRST_REGULAR_ID,
+    padded_lengths=(),
 ):
     """Batches of `(token_ids (B, T) int32, label (B,) int32)`.
 
@@ -189,6 +227,10 @@ def classification_dataset(
         first_regular_id: int. Ids below it (padding and the special
             tokens) are never dropped. Defaults to
             `Tokenizer.first_regular_id`.
+        padded_lengths: tuple of int. When given, each batch is padded
+            further, to the first of these that holds it (`pad_to_lengths`),
+            so that batches come in a few fixed shapes, as XLA needs.
+            Defaults to `()`: each batch padded to its longest row.
     """
     labels = tf.constant(np.asarray(labels, dtype="int32"))
     dataset = _batched(
@@ -196,6 +238,7 @@ def classification_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        padded_lengths,
     )
     dataset = _with_token_dropout(dataset, token_dropout, unk_id, first_regular_id, seed)
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -312,20 +355,23 @@ def tagging_dataset(
     token_dropout=0.0,
     unk_id=UNK_ID,
     first_regular_id=FIRST_REGULAR_ID,
+    padded_lengths=(),
 ):
     """Batches of `(token_ids (B, T), labels (B, T), weights (B, T))`.
 
     Args:
         sequences: the triple from `tagging_sequences`.
         batch_size, shuffle, seed, bucket_boundaries, token_dropout,
-            unk_id, first_regular_id: as in `classification_dataset`; a
-            dropped token keeps its tag, so it must be tagged from context.
+            unk_id, first_regular_id, padded_lengths: as in
+            `classification_dataset`; a dropped token keeps its tag, so it
+            must be tagged from context. Padding gets weight 0.
     """
     dataset = _batched(
         _sliced_rows(list(sequences), shuffle, seed),
         sequences[0].row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        padded_lengths,
     )
     dataset = _with_token_dropout(dataset, token_dropout, unk_id, first_regular_id, seed)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -127,16 +127,15 @@ class ChainCRF(keras.layers.Layer):
             chained = ops.logsumexp(alpha[:, :, None] + transitions[None], axis=1) + emission
             first = start[None] + emission
             new_alpha = ops.where(started[:, None], chained, first)
-            emitted = ops.squeeze(ops.take_along_axis(emission, tag[:, None], axis=1), 1)
+            # A one-hot sum, not take_along_axis: that broadcasts to a shape
+            # known only at run time, whose gradient XLA cannot compile.
+            emitted = ops.sum(emission * ops.one_hot(tag, k, dtype=emission.dtype), axis=1)
             moved = ops.where(started, ops.take(flat_transitions, previous * k + tag), ops.take(start, tag))
             alpha = ops.where(alive[:, None], new_alpha, alpha)
             gold = gold + ops.where(alive, emitted + moved, 0.0)
             previous = ops.where(alive, tag, previous)
             started = ops.logical_or(started, alive)
-            carry = (alpha, gold, previous, started)
-            # Keras' TensorFlow scan wants the per-step output shaped like
-            # the carry.
-            return carry, carry
+            return alpha, gold, previous, started
 
         initial = (
             ops.zeros((batch, k), "float32"),
@@ -150,7 +149,7 @@ class ChainCRF(keras.layers.Layer):
             [emissions, ops.cast(tags, "float32")[..., None], ops.cast(live, "float32")[..., None]],
             axis=-1,
         )  # (B, T, K + 2)
-        (alpha, gold, previous, started), _ = ops.scan(step, initial, ops.transpose(stacked, (1, 0, 2)))
+        alpha, gold, previous, started = _final_carry(step, initial, ops.transpose(stacked, (1, 0, 2)))
         log_partition = ops.logsumexp(alpha + end[None], axis=1)
         gold = gold + ops.take(end, previous)
         return ops.where(started, gold - log_partition, 0.0)
@@ -164,3 +163,31 @@ class ChainCRF(keras.layers.Layer):
             }
         )
         return config
+
+
+def _final_carry(step, initial, steps):
+    """The carry after `carry = step(carry, steps[t])` for every t in order.
+
+    On TensorFlow this is a `tf.while_loop` that declares its trip count,
+    which XLA needs to differentiate a loop (`--jit-compile`); Keras'
+    `ops.scan` does not declare it, and it also stacks every step's output,
+    which the forward algorithm does not need. Other backends use `ops.scan`.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        count = tf.shape(steps)[0]
+        _, carry = tf.while_loop(
+            lambda index, _: index < count,
+            lambda index, carry: (index + 1, step(carry, steps[index])),
+            (tf.constant(0), initial),
+            maximum_iterations=count,
+        )
+        return carry
+
+    def scan_step(carry, inputs):
+        carry = step(carry, inputs)
+        return carry, carry  # Keras' scan wants each step's output shaped like the carry
+
+    carry, _ = ops.scan(scan_step, initial, steps)
+    return carry

@@ -73,6 +73,8 @@ class TrainConfig:
     window_features: int = _CLASSIFY["window_features"]
     window_scale: float = _CLASSIFY["window_scale"]
     ema: float = _CLASSIFY["ema"]
+    # XLA: batches padded to the bucket bounds, one compiled program each.
+    jit_compile: bool = _CLASSIFY["jit_compile"]
     epochs: int = _CLASSIFY["epochs"]
     batch_size: int = _CLASSIFY["batch_size"]
     learning_rate: float = _CLASSIFY["learning_rate"]

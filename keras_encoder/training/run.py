@@ -103,6 +103,14 @@ def train(values, echo=print, strategy=None, cluster=None):
     # in values that the data, not the user, decides).
     adapters = adapter_defaults(values)
     TrainConfig.from_dict({**PRESETS[preset or preset_for(kind, "bio")], **adapters, **values, "task": kind})
+    if cluster is not None and values.get("jit_compile"):
+        # Measured: MultiWorkerMirroredStrategy's gradient gathers
+        # (CollectiveGatherV2) have no XLA kernel on CPU, so the first step fails.
+        raise ConfigError(
+            "--jit-compile does not run on a multi-worker cluster: XLA cannot compile the "
+            "gradient exchange between workers (TensorFlow's collective ops have no XLA kernel "
+            "on CPU). Leave --jit-compile out."
+        )
     # A teacher's files are read (JSON only) before the data.
     student = _student_architecture(values) if values.get("teacher") else {}
     try:
@@ -431,12 +439,13 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, clust
         The number of epochs finished before this start (a resume), or `None`.
     """
     steps_per_epoch = int(task.datasets["train"].cardinality())
-    # No XLA: length-bucketed batches come in many shapes, each of which XLA
-    # would compile anew (Keras' "auto" turns it on wherever a GPU is seen).
-    # On a fixed set of bucket shapes XLA's effect depends on the CPU: 0.82x
-    # on an AVX-512 host, 1.56x on an AVX2 one (RESULTS.md, Speed).
+    # XLA only with --jit-compile, whose batches are padded to the bucket
+    # bounds: otherwise batches come in many lengths, each of which XLA would
+    # compile anew (Keras' "auto" turns it on wherever a GPU is seen). On the
+    # bucket shapes XLA's effect depends on the CPU: 0.82x on an AVX-512
+    # host, 1.56x on an AVX2 one (RESULTS.md, Speed).
     with strategy.scope():
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=False)
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=config.jit_compile)
         # Built now, on every worker: on a cluster, creating a variable in
         # the strategy's scope is a collective, and only the chief's
         # BackupAndRestore would build it. `fit` itself runs outside the

@@ -19,7 +19,9 @@ import tensorflow as tf
 
 from keras_encoder.data import load_classification_data, split_dataset
 from keras_encoder.data.pipeline import (
+    DEFAULT_BUCKET_BOUNDARIES,
     classification_dataset,
+    padded_length_bounds,
     tagging_dataset,
     tagging_sequences,
     tokenize_all,
@@ -72,12 +74,17 @@ def _monitor_check(name, available, kind):
     return name, "min" if name.endswith("loss") else "max"
 
 
-def _token_dropout(config, tokenizer, split):
-    """Dataset arguments for `--token-dropout`: training batches only."""
+def _batch_options(config, tokenizer, split):
+    """Dataset arguments: `--token-dropout` (training batches only), and
+    with `--jit-compile` batches padded to the bucket bounds, every split,
+    so that XLA compiles each of a few shapes once."""
     return {
         "token_dropout": config.token_dropout if split == "train" else 0.0,
         "unk_id": tokenizer.unk_id,
         "first_regular_id": tokenizer.first_regular_id,
+        "padded_lengths": (
+            padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, config.max_length) if config.jit_compile else ()
+        ),
     }
 
 
@@ -130,7 +137,7 @@ class ClassificationTask:
                 config.batch_size,
                 shuffle=name == "train",
                 seed=config.seed,
-                **_token_dropout(config, tokenizer, name),
+                **_batch_options(config, tokenizer, name),
             )
             for name in SPLITS
         }
@@ -231,7 +238,7 @@ class TaggingTask:
                 config.batch_size,
                 shuffle=name == "train",
                 seed=config.seed,
-                **_token_dropout(config, tokenizer, name),
+                **_batch_options(config, tokenizer, name),
             )
         # Token ids of every window, for the attention probes.
         self.ids = {name: self.sequences[name][0] for name in SPLITS}

@@ -1,7 +1,12 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_encoder.data.pipeline import classification_dataset, padded_length_bounds, tokenize_all
+from keras_encoder.data.pipeline import (
+    classification_dataset,
+    pad_to_lengths,
+    padded_length_bounds,
+    tokenize_all,
+)
 from keras_encoder.text import Tokenizer
 
 
@@ -125,3 +130,36 @@ def test_token_dropout_keeps_padding_and_uses_the_given_ids():
     assert (token_ids[:, 0] == 2).all() and token_ids[2, -1] == 3
     assert (token_ids == 9).sum() > 0.9 * (1 + 8 + 38)
     assert ((token_ids == 0).sum(axis=1) == [37, 30, 0]).all()
+
+
+def test_padded_lengths_give_a_few_fixed_shapes_and_keep_every_token():
+    # For --jit-compile: each batch grows to the first bound that holds it.
+    lengths = [3, 15, 16, 20, 31, 40, 64, 65, 100, 128] * 4
+    ids = make(lengths)
+    bounds = padded_length_bounds((16, 32, 48, 64, 96), 128)
+    widths, seen = set(), []
+    dataset = classification_dataset(ids, list(range(len(lengths))), batch_size=3, padded_lengths=bounds)
+    for token_ids, labels in dataset:
+        width = token_ids.shape[1]
+        real = (token_ids.numpy() != 0).sum(axis=1)
+        assert width == min(b for b in bounds if b >= real.max())
+        assert labels.shape == (token_ids.shape[0],)
+        assert list(real) == [lengths[label] for label in labels.numpy()]
+        widths.add(width)
+        seen += labels.numpy().tolist()
+    assert sorted(seen) == list(range(len(lengths)))
+    assert widths <= set(bounds) and len(widths) > 2
+    assert int(dataset.cardinality()) == len(list(dataset))
+
+
+def test_pad_to_lengths_pads_every_per_token_component_and_leaves_longer_batches():
+    ids = tf.ones([2, 5], tf.int32)
+    weights = tf.ones([2, 5])
+    labels = tf.constant([1, 2])
+    dataset = tf.data.Dataset.from_tensors((ids, weights, labels))
+    padded_ids, padded_weights, same_labels = next(iter(pad_to_lengths(dataset, (4, 8))))
+    assert padded_ids.shape == padded_weights.shape == (2, 8)
+    assert float(tf.reduce_sum(padded_weights)) == 10.0  # padding is not scored
+    assert same_labels.numpy().tolist() == [1, 2]
+    longer = next(iter(pad_to_lengths(tf.data.Dataset.from_tensors(ids), (2, 4))))
+    assert longer.shape == (2, 5)

@@ -100,6 +100,10 @@ def test_dataset_pads_all_three_with_zeros():
         assert token_ids.dtype == tf.int32 and weights.dtype == tf.float32
         total += float(tf.reduce_sum(weights))
     assert total == 20
+    # Padded to fixed lengths (--jit-compile): the same scored positions.
+    fixed = list(tagging_dataset(sequences, batch_size=2, bucket_boundaries=(8,), padded_lengths=(8, 16)))
+    assert {batch[0].shape[1] for batch in fixed} <= {8, 16}
+    assert sum(float(tf.reduce_sum(weights)) for _, _, weights in fixed) == 20
 
 
 def test_with_special_tokens_wraps_every_chunk():

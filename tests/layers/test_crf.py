@@ -66,6 +66,31 @@ def test_log_likelihood_matches_brute_force_and_skips_unweighted_positions():
     assert total == pytest.approx(0.0, abs=1e-5)
 
 
+def test_log_likelihood_and_its_gradient_compile_with_xla():
+    # `train.py --jit-compile`: XLA must differentiate the forward algorithm
+    # in a graph whose batch and length are unknown until run time.
+    rng = np.random.default_rng(3)
+    crf = random_crf()
+    emissions = rng.normal(size=(2, 6, K)).astype("float32")
+    tags = rng.integers(0, K, size=(2, 6)).astype("int32")
+    weights = np.array([[0, 1, 1, 0, 1, 0], [0, 1, 1, 1, 1, 1]], "float32")
+
+    def loss_and_gradients(emissions, tags, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(emissions)
+            loss = -tf.reduce_sum(crf.log_likelihood(emissions, tags, weights))
+        return loss, tape.gradient(loss, [emissions, *crf.trainable_variables])
+
+    signature = [tf.TensorSpec([None, None, K]), tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None])]
+    eager = loss_and_gradients(tf.constant(emissions), tags, weights)
+    compiled = tf.function(loss_and_gradients, input_signature=signature, jit_compile=True)
+    loss, gradients = compiled(emissions, tags, weights)
+    np.testing.assert_allclose(float(loss), float(eager[0]), rtol=1e-5)
+    for got, expected in zip(gradients, eager[1]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-5)
+    assert not np.asarray(gradients[0])[weights == 0].any()  # skipped positions get no gradient
+
+
 def test_padding_and_unlabelled_positions_change_nothing():
     rng = np.random.default_rng(2)
     crf = random_crf()

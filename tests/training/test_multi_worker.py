@@ -306,6 +306,18 @@ def test_the_crf_tagger_trains_on_two_workers(tmp_path):
     assert list((tmp_path / "tmp").glob("keras_encoder_worker*")) == []
 
 
+def test_jit_compile_is_refused_on_a_cluster_before_the_data_is_read(tmp_path):
+    # Measured: XLA on CPU has no kernel for the workers' gradient gathers,
+    # so the first step would fail after the run directory was written.
+    from keras_encoder.training import train
+
+    cluster = Cluster(addresses=("localhost:1", "localhost:2"), index=0)
+    with pytest.raises(ConfigError, match="--jit-compile does not run on a multi-worker cluster"):
+        train({"data": str(tmp_path / "absent.csv"), "logdir": str(tmp_path / "logs"), "jit_compile": True},
+              cluster=cluster)
+    assert not (tmp_path / "logs").exists()
+
+
 def _backed_up_epochs(run_dir):
     """Epochs in the chief's backup (0 before the first is saved)."""
     try:

@@ -48,7 +48,9 @@ def tag_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tag")
     data = root / "toy.conll"
     write_conll(data)
-    result = train(tag_flags(data, root / "logs", "ner"))
+    # Under XLA, on batches padded to the bucket bounds: the CRF's forward
+    # algorithm and the padded labels and weights must compile and score.
+    result = train([*tag_flags(data, root / "logs", "ner"), "--jit-compile"])
     return root, result
 
 
@@ -76,6 +78,7 @@ def test_tag_config_json_holds_the_preset_fitted_to_the_data(tag_run):
     assert_literal_config(config)
     assert (config["preset"], config["task"], config["tag_scheme"]) == ("tag-bio", "tag", "bio")
     assert (config["position"], config["crf"], config["monitor"]) == ("rotary", True, "val_entity_f1")
+    assert config["jit_compile"] is True
     # This small corpus caps the preset's window table (1,048,576 rows) at a
     # power of two >= 14 per training unit, and its weight average (0.998)
     # at about an epoch's steps; config.json has the values that ran.

@@ -139,6 +139,27 @@ def test_speed_benchmark_refuses_unknown_rows():
 
 
 @pytest.mark.slow
+def test_step_profile_times_every_part_and_writes_its_section(tmp_path):
+    output, raw = tmp_path / "BENCHMARKS.md", tmp_path / "profile.json"
+    output.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    result = run_script(
+        "profile_step.py", "--steps", "3", "--repeats", "1", "--vocabulary-size", "1000",
+        "--write", str(output), "--json", str(raw),
+    )
+    numbers = json.loads(raw.read_text())
+    parts = numbers["parts"]
+    # Timed on their own, so each is a positive time; the others are differences.
+    for name in ("input pipeline", "embeddings", "attention", "feed-forward"):
+        assert parts[name] > 0, (name, parts)
+    assert numbers["steps"] == 3 and not numbers["jit_compile"]
+    assert 0 < numbers["real_tokens_per_step"] <= numbers["padded_tokens_per_step"]
+    report = output.read_text()
+    assert "## Other\n\nkept\n" in report and "## Where the training step's time goes" in report
+    assert "`python bench/profile_step.py`" in report and "| attention | " in report
+    assert "## Where the training step's time goes" in result.stdout
+
+
+@pytest.mark.slow
 def test_reviews_baseline_scores_the_test_split(tmp_path):
     pytest.importorskip("sklearn")
     raw = tmp_path / "baseline.json"

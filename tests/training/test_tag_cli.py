@@ -142,7 +142,13 @@ def test_saved_tagger_reloads_and_trains_on(tag_run):
     import keras
     import tensorflow as tf
 
-    from keras_encoder.data.pipeline import tagging_dataset, tagging_sequences, tokenize_units_all
+    from keras_encoder.data.pipeline import (
+        DEFAULT_BUCKET_BOUNDARIES,
+        padded_length_bounds,
+        tagging_dataset,
+        tagging_sequences,
+        tokenize_units_all,
+    )
     from keras_encoder.data.tagging import load_tagging_data
 
     root, _ = tag_run
@@ -154,7 +160,12 @@ def test_saved_tagger_reloads_and_trains_on(tag_run):
         [[model.tag_names.index(tag) for tag in tags] for tags in data.tags[:64]], dtype=tf.int32
     )
     sequences = tagging_sequences(tokenizer, tokenize_units_all(tokenizer, data.units[:64]), tag_ids)
-    dataset = tagging_dataset(sequences, batch_size=16, shuffle=True, seed=0)
+    # The run trained with --jit-compile, and model.keras comes back compiled
+    # with XLA: batches padded to the bucket bounds, as train.py pads them,
+    # keep it to a few compiled shapes.
+    assert model.jit_compile
+    bounds = padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, tokenizer.sequence_length)
+    dataset = tagging_dataset(sequences, batch_size=16, shuffle=True, seed=0, padded_lengths=bounds)
     # The reloaded model compiled with the CRF's negative log-likelihood per labelled unit.
     token_ids, labels, weights = next(iter(dataset))
     scores = model(token_ids, training=False)

@@ -73,7 +73,8 @@ HELP = {
     "ema": "momentum of a moving average of the weights used for validation, checkpoints "
     "and export (0: off; small training sets get less)",
     "jit_compile": "compile the training, validation and test steps with XLA, on batches padded to "
-    "the length-bucket bounds (a few shapes, each compiled once); faster on some CPUs, slower on others",
+    "the length-bucket bounds (a few shapes, each compiled once); it measured 0.8x to 1.6x on the same "
+    "CPU, depending on the machine's load (RESULTS.md, Speed)",
     "epochs": "most epochs to train (early stopping may end sooner)",
     "batch_size": "examples per batch",
     "learning_rate": "peak learning rate after warm-up",

@@ -45,8 +45,9 @@ COMMON = {
     "lora_targets": "query,value",  # the projections LoRA adapts, as in the LoRA paper
     "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "logdir": "logs",  # run directories go here
-    # Off: XLA on batches padded to the 6 bucket lengths trains 1.56x faster
-    # on an AVX2 host but 0.82x on an AVX-512 one (RESULTS.md, Speed).
+    # Off: XLA on batches padded to the 6 bucket lengths measured 0.82x in
+    # train.py and 1.61x in the speed bench on the same AVX2 host within the
+    # hour, and 0.82x on an AVX-512 one (RESULTS.md, Speed).
     "jit_compile": False,
 }
 

@@ -442,8 +442,8 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, clust
     # XLA only with --jit-compile, whose batches are padded to the bucket
     # bounds: otherwise batches come in many lengths, each of which XLA would
     # compile anew (Keras' "auto" turns it on wherever a GPU is seen). On the
-    # bucket shapes XLA's effect depends on the CPU: 0.82x on an AVX-512
-    # host, 1.56x on an AVX2 one (RESULTS.md, Speed).
+    # bucket shapes XLA's effect depends on the machine and its load: 0.82x
+    # to 1.61x on one AVX2 host, 0.82x on an AVX-512 one (RESULTS.md, Speed).
     with strategy.scope():
         model.compile(optimizer=make_optimizer(config, steps_per_epoch), jit_compile=config.jit_compile)
         # Built now, on every worker: on a cluster, creating a variable in

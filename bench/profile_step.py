@@ -38,17 +38,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.common import write_section  # noqa: E402
-from keras_encoder.data import load_reviews, split_dataset  # noqa: E402
-from keras_encoder.data.pipeline import (  # noqa: E402
-    DEFAULT_BUCKET_BOUNDARIES,
-    classification_dataset,
-    padded_length_bounds,
-    tokenize_all,
-)
-from keras_encoder.models import EncoderClassifier, build_encoder  # noqa: E402
+from keras_encoder.models import build_encoder  # noqa: E402
 from keras_encoder.text import Tokenizer  # noqa: E402
 from keras_encoder.training import TrainConfig  # noqa: E402
 from keras_encoder.training.optimizer import make_optimizer  # noqa: E402
+from keras_encoder.training.tasks import load_task  # noqa: E402
 
 SECTION = "## Where the training step's time goes"
 # fit over a finite generator says so at the end of each pass.
@@ -68,24 +62,19 @@ def parse_args(argv=None):
 
 
 def batches_and_model(args):
-    """`train.py`'s default model and the first `--steps` training batches."""
+    """`train.py`'s default model and the first `--steps` of its training
+    batches, made by the same task code `train.py` runs."""
     config = TrainConfig(seed=args.seed, vocabulary_size=args.vocabulary_size, jit_compile=args.jit_compile)
     keras.utils.set_random_seed(config.seed)
-    data = load_reviews()
-    parts = split_dataset(data, validation_fraction=config.validation_fraction,
-                          test_fraction=config.test_fraction, seed=config.seed)
-    tokenizer = Tokenizer.learn(parts["train"].texts, vocabulary_size=config.vocabulary_size,
+    task = load_task(config.data, config.task, validation_fraction=config.validation_fraction,
+                     test_fraction=config.test_fraction, seed=config.seed, echo=lambda *_: None)
+    tokenizer = Tokenizer.learn(task.texts("train"), vocabulary_size=config.vocabulary_size,
                                 sequence_length=config.max_length)
-    ids = tokenize_all(tokenizer, parts["train"].texts)
-    dataset = classification_dataset(
-        ids, parts["train"].labels, config.batch_size, shuffle=True, seed=config.seed,
-        token_dropout=config.token_dropout, unk_id=tokenizer.unk_id, first_regular_id=tokenizer.first_regular_id,
-        padded_lengths=padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, config.max_length) if config.jit_compile else (),
-    )
+    task.prepare(tokenizer, config)
+    dataset = task.datasets["train"]
     batches = [(x, y) for x, y in dataset.take(args.steps)]
     backbone = build_encoder(config.encoder_config(tokenizer.vocabulary_size))
-    model = EncoderClassifier(backbone, num_classes=len(data.label_names), label_names=data.label_names,
-                              dropout=config.dropout)
+    model = task.build_model(config, backbone, preprocessor=None)
     model.compile(optimizer=make_optimizer(config, len(batches)), jit_compile=config.jit_compile)
     model.build((None, None))
     model.optimizer.build(model.trainable_variables)

@@ -33,6 +33,7 @@ from keras_encoder.data import load_reviews, split_dataset  # noqa: E402
 from keras_encoder.data.pipeline import (  # noqa: E402
     DEFAULT_BUCKET_BOUNDARIES,
     classification_dataset,
+    pad_to_lengths,
     padded_length_bounds,
     tokenize_all,
 )
@@ -102,21 +103,10 @@ def padded_dataset(ids, labels, batch_size, shuffle, seed):
 
 
 def padded_to_bucket_bounds(dataset):
-    """Each batch padded up to its bucket's bound (the last to the max length).
-
-    Batches then come in a few fixed shapes (6 with the default buckets),
-    which is what XLA needs to compile each shape once; `train.py` pads
-    each batch to its longest sequence only.
-    """
-    bounds = tf.constant(padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, MAX_LENGTH), tf.int32)
-
-    def pad(token_ids, labels):
-        length = tf.shape(token_ids)[1]
-        index = tf.minimum(tf.searchsorted(bounds, length[tf.newaxis], side="left")[0], tf.size(bounds) - 1)
-        extra = tf.maximum(bounds[index] - length, 0)
-        return tf.pad(token_ids, [[0, 0], [0, extra]]), labels
-
-    return dataset.map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+    """Each batch padded up to its bucket's bound (the last to the max length),
+    as `train.py --jit-compile` pads them: 6 shapes with the default buckets,
+    each compiled once by XLA."""
+    return pad_to_lengths(dataset, padded_length_bounds(DEFAULT_BUCKET_BOUNDARIES, MAX_LENGTH))
 
 
 def materialize(dataset, count):

@@ -8,13 +8,15 @@ Examples:
     python train.py --data peoples-daily-ner          # built-in Chinese NER
     python train.py --data my_ner.conll               # tagging, picked by the extension
     python train.py --data wordnet-supersenses --init path/to/bert_checkpoint
+    python train.py --data chinese-text               # pretrain a masked-LM encoder (~1 h)
+    python train.py --init logs/chinese-text          # fine-tune it on the reviews
     python train.py --data my.csv --init path/to/bert_checkpoint --lora-rank 8
     python train.py --data my.csv --teacher logs/my --layers 2   # distil a 2-block student
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
     python -m keras_encoder.launch --workers 2 train.py --data my.csv   # 2 workers
     tensorboard --logdir logs
 
-The data picks a preset of defaults (classify, tag-bio or tag-plain; see
+The data picks a preset of defaults (classify, pretrain, tag-bio or tag-plain; see
 keras_encoder/training/presets.py for each value's reason); flags override
 it. Every run writes logs/<run-name>/ (config.json with every value that
 ran, vocabulary, TensorBoard events, checkpoints, metrics.json, model.keras
@@ -38,16 +40,18 @@ from keras_encoder.training import config as config_module  # noqa: E402
 from keras_encoder.training.presets import PRESETS  # noqa: E402
 
 HELP = {
-    "data": "built-in corpus (reviews, wordnet-supersenses, peoples-daily-ner, peoples-daily-pos), "
-    "a .csv/.tsv/.jsonl file to classify or a .conll/.bio file to tag",
+    "data": "built-in corpus (reviews, wordnet-supersenses, peoples-daily-ner, peoples-daily-pos; "
+    "chinese-text to pretrain), a .csv/.tsv/.jsonl file to classify, a .conll/.bio file to tag "
+    "or, with --task pretrain, a .txt file of one text per line",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",
     "init": "start from a pretrained checkpoint: a Hugging Face BERT directory (config.json, "
     "model.safetensors, vocab.txt) or a run directory of ours; its architecture and "
     "tokenizer replace the model flags",
     "preset": "block of defaults; picked by the data: classify for labelled texts, "
-    "tag-bio for BIO entity tags, tag-plain for other tags",
-    "task": "classify texts or tag tokens (set by the preset)",
+    "tag-bio for BIO entity tags, tag-plain for other tags, pretrain for unlabelled text",
+    "task": "classify texts, tag tokens or pretrain a masked-LM encoder on unlabelled text "
+    "(set by the preset)",
     "tag_scheme": "tagging: bio (entity spans, entity F1) or plain (token accuracy); read off the tags",
     "validation_fraction": "fraction held out for early stopping and checkpoints",
     "test_fraction": "fraction held out for the final evaluation",
@@ -91,6 +95,7 @@ HELP = {
     "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
     "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
     "task head only, the backbone frozen (0: no prefix)",
+    "mask_rate": "pretraining: share of tokens masked (80%% [MASK], 10%% random, 10%% kept) and predicted",
     "teacher": "distillation: a finished classification run whose model teaches a student of "
     "--layers of its blocks (default: a third), on its temperature-softened outputs and the labels",
     "distill_temperature": "distillation: softmax temperature of the teacher's and student's logits",

@@ -356,6 +356,14 @@ def _is_run_directory(path):
     ) and not os.path.isfile(os.path.join(path, WEIGHTS_FILE))
 
 
+def init_run_config(path):
+    """The `config.json` of our run directory at `path`, or `{}` for anything else."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) or not _is_run_directory(path):
+        return {}
+    return _read_json(os.path.join(path, CONFIG_FILE))
+
+
 def init_values(path):
     """The `TrainConfig` values a start from `path` fixes (its architecture).
 

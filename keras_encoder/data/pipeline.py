@@ -165,12 +165,18 @@ def masked_lm_dataset(
     seed=None,
     mask_rate=0.15,
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
+    fixed_masks=False,
+    padded_lengths=(),
 ):
     """Batches for `EncoderMaskedLM`: `(inputs, mask_ids, mask_weights)`.
 
-    Masks are drawn anew every epoch by `keras_hub.layers.MaskedLMMaskGenerator`
-    (80% `[MASK]`, 10% random token, 10% unchanged), never on padding,
-    `[CLS]` or `[SEP]`.
+    Masks are drawn by `keras_hub.layers.MaskedLMMaskGenerator` (80%
+    `[MASK]`, 10% random token, 10% unchanged), never on padding, `[CLS]`
+    or `[SEP]`: anew every epoch, or with `fixed_masks=True` once, in
+    order, and kept in memory, so that every evaluation of a held-out split
+    scores the same masked tokens (call it after `keras.utils.set_random_seed`
+    for the same masks on every start). `padded_lengths` as in
+    `classification_dataset`.
     """
     generator = keras_hub.layers.MaskedLMMaskGenerator(
         vocabulary_size=tokenizer.vocabulary_size,
@@ -191,7 +197,13 @@ def masked_lm_dataset(
         token_ids.row_lengths().numpy(),
         batch_size,
         bucket_boundaries,
+        padded_lengths,
     )
+    if fixed_masks:
+        dataset = dataset.map(mask).cache()
+        for _ in dataset:  # draws every mask now and fills the cache
+            pass
+        return dataset
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -13,7 +13,7 @@ import os
 from keras_encoder.errors import ConfigError
 from keras_encoder.training.presets import PRESETS
 
-TASKS = ("classify", "tag")
+TASKS = ("classify", "tag", "pretrain")
 TAG_SCHEMES = ("bio", "plain")
 POSITION_KINDS = ("sinusoidal", "learned", "rotary", "none")
 POOLING_MODES = ("cls", "mean")
@@ -94,6 +94,8 @@ class TrainConfig:
     # Prefix tuning: this many learned key/value vectors per head in every
     # block train, with the task head; the backbone is frozen.
     prefix_length: int = _CLASSIFY["prefix_length"]
+    # Pretraining (task "pretrain"): share of tokens masked and predicted.
+    mask_rate: float = _CLASSIFY["mask_rate"]
     # Distillation: a finished classification run to learn from ("": none);
     # the student keeps `layers` of its blocks (see keras_encoder.compress.distill).
     teacher: str = ""
@@ -206,6 +208,18 @@ class TrainConfig:
                 "--lora-rank does not combine with a weight average; use --ema 0 "
                 f"(received --ema {self.ema})."
             )
+        if isinstance(self.mask_rate, bool) or not isinstance(self.mask_rate, (int, float)) or not 0 < self.mask_rate < 1:
+            raise ConfigError(f"--mask-rate must be in (0, 1). Received: {self.mask_rate!r}")
+        if self.task == "pretrain":
+            for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
+                                ("--teacher", self.teacher), ("--quantize", self.quantize),
+                                ("--token-dropout", self.token_dropout), ("--crf", self.crf),
+                                ("--window-features", self.window_features)):
+                if value:
+                    raise ConfigError(
+                        f"{flag} does not apply to pretraining, which trains every weight of a "
+                        "masked-LM encoder to be fine-tuned later (--init); leave it out."
+                    )
         scale = self.window_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
             raise ConfigError(f"--window-scale must be a positive finite number. Received: {scale!r}")

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from keras_encoder.adapters import enable_lora, enable_prefix_tuning
-from keras_encoder.checkpoints import init_values, load_init
+from keras_encoder.checkpoints import init_run_config, init_values, load_init
 from keras_encoder.compress.distill import (
     attach_teacher,
     block_names,
@@ -41,6 +41,7 @@ from keras_encoder.compress.distill import (
     teacher_run_config,
 )
 from keras_encoder.compress.quantize import directory_bytes, headline_scores, quantize_and_score
+from keras_encoder.data.pretraining import check_held_out_split
 from keras_encoder.distribute import barrier, chief_state_callback, from_chief
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
@@ -68,7 +69,7 @@ from keras_encoder.training.tasks import load_task, task_of
 STATE_FILE = "state.json"
 # The best epoch's LoRA adapters and head, for the base checkpoint.
 ADAPTERS_FILE = "adapters.safetensors"
-_KIND_NOUNS = {"classify": "classification", "tag": "tagging"}
+_KIND_NOUNS = {"classify": "classification", "tag": "tagging", "pretrain": "unlabelled"}
 
 
 def train(values, echo=print, strategy=None, cluster=None):
@@ -111,6 +112,18 @@ def train(values, echo=print, strategy=None, cluster=None):
             "gradient exchange between workers (TensorFlow's collective ops have no XLA kernel "
             "on CPU). Leave --jit-compile out."
         )
+    # The split fractions and seed before the data picks the preset (the
+    # tagging presets share them).
+    kind_preset = PRESETS[preset or preset_for(kind, "bio")]
+    if values.get("init"):
+        # Read before the data: a pretraining that read this split's held-out text.
+        check_held_out_split(
+            init_run_config(values["init"]), data,
+            values.get("seed", kind_preset["seed"]),
+            values.get("validation_fraction", kind_preset["validation_fraction"]),
+            values.get("test_fraction", kind_preset["test_fraction"]),
+            values["init"],
+        )
     # A teacher's files are read (JSON only) before the data.
     student = _student_architecture(values) if values.get("teacher") else {}
     try:
@@ -120,9 +133,9 @@ def train(values, echo=print, strategy=None, cluster=None):
             text_column=values.get("text_column", TrainConfig.text_column),
             label_column=values.get("label_column", TrainConfig.label_column),
             tag_scheme=values.get("tag_scheme", ""),
-            validation_fraction=values.get("validation_fraction", PRESETS["classify"]["validation_fraction"]),
-            test_fraction=values.get("test_fraction", PRESETS["classify"]["test_fraction"]),
-            seed=values.get("seed", PRESETS["classify"]["seed"]),
+            validation_fraction=values.get("validation_fraction", kind_preset["validation_fraction"]),
+            test_fraction=values.get("test_fraction", kind_preset["test_fraction"]),
+            seed=values.get("seed", kind_preset["seed"]),
             echo=echo,
         )
     except DataError as error:
@@ -347,7 +360,8 @@ def _run(config, task, echo, strategy, cluster):
         quantized["float32_test"] = float_scores
     export_dir = os.path.join(run_dir, "export")
     shutil.rmtree(export_dir, ignore_errors=True)
-    model.export(export_dir)
+    if task.name != "pretrain":  # a masked LM serves nothing: --init fine-tunes it
+        model.export(export_dir)
 
     best = monitor_best
     metrics = {
@@ -371,7 +385,7 @@ def _run(config, task, echo, strategy, cluster):
         "prefix_length": config.prefix_length,
         "teacher": config.teacher,
         "resumed_after_epoch": state.get("resumed_after_epoch"),
-        "export_bytes": directory_bytes(export_dir),
+        "export_bytes": directory_bytes(export_dir) if os.path.isdir(export_dir) else None,
         "workers": cluster.num_workers if cluster is not None else 1,
         "replicas": strategy.num_replicas_in_sync,
         "data": task.data.stats,
@@ -387,7 +401,10 @@ def _run(config, task, echo, strategy, cluster):
         f"({len(history)} epochs, best {metrics['best_epoch']}, "
         f"{metrics['train_seconds'] / 60:.1f} min of training)"
     )
-    echo(f"Run directory: {run_dir}  (model.keras, export/ SavedModel, metrics.json)")
+    if task.name == "pretrain":
+        echo(f"Run directory: {run_dir}  (model.keras, metrics.json); fine-tune it with --init {run_dir}")
+    else:
+        echo(f"Run directory: {run_dir}  (model.keras, export/ SavedModel, metrics.json)")
     echo(f"See it in TensorBoard:  tensorboard --logdir {config.logdir}")
     return metrics
 

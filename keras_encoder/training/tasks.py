@@ -21,11 +21,17 @@ from keras_encoder.data import load_classification_data, split_dataset
 from keras_encoder.data.pipeline import (
     DEFAULT_BUCKET_BOUNDARIES,
     classification_dataset,
+    masked_lm_dataset,
     padded_length_bounds,
     tagging_dataset,
     tagging_sequences,
     tokenize_all,
     tokenize_units_all,
+)
+from keras_encoder.data.pretraining import (
+    PRETRAINING_CORPORA,
+    load_pretraining_text,
+    split_texts,
 )
 from keras_encoder.data.tagging import (
     TAGGING_CORPORA,
@@ -34,7 +40,7 @@ from keras_encoder.data.tagging import (
     split_sentences,
 )
 from keras_encoder.errors import ConfigError, DataError
-from keras_encoder.models import EncoderClassifier, EncoderPreprocessor, EncoderTagger
+from keras_encoder.models import EncoderClassifier, EncoderMaskedLM, EncoderPreprocessor, EncoderTagger
 from keras_encoder.training.callbacks import (
     ConfusionMatrixCallback,
     TaggingMetricsCallback,
@@ -46,17 +52,23 @@ SPLITS = ("train", "validation", "test")
 
 
 def task_of(data, task=None):
-    """`"tag"` for a tagging corpus or a `.conll`/`.bio` file, else `"classify"`
-    (or `task`, when given)."""
+    """`"tag"` for a tagging corpus or a `.conll`/`.bio` file, `"pretrain"`
+    for `chinese-text`, else `"classify"` (or `task`, when given)."""
     if task:
         return task
+    if data in PRETRAINING_CORPORA:
+        return "pretrain"
     extension = os.path.splitext(str(data))[1].lower()
     return "tag" if data in TAGGING_CORPORA or extension in TAGGING_EXTENSIONS else "classify"
 
 
 def load_task(data, task, text_column="text", label_column="label", tag_scheme="",
               validation_fraction=0.1, test_fraction=0.1, seed=1234, echo=print):
-    """Read and split the data: a `ClassificationTask` or a `TaggingTask`."""
+    """Read and split the data: a `ClassificationTask`, `TaggingTask` or `PretrainTask`."""
+    if task == "pretrain":
+        return PretrainTask(data, validation_fraction, test_fraction, seed, echo)
+    if data in PRETRAINING_CORPORA:
+        raise ConfigError(f"--data {data} is unlabelled text; use it with --task pretrain.")
     if task == "tag":
         return TaggingTask(data, tag_scheme, validation_fraction, test_fraction, seed, echo)
     if data in TAGGING_CORPORA:
@@ -299,4 +311,77 @@ class TaggingTask:
                 f"{split.capitalize()} entity F1 {report['entity_f1']:.4f} ({per_type}); "
                 f"token accuracy {report['token_accuracy']:.4f}"
             )
+        return metrics, line
+
+
+class PretrainTask:
+    """Unlabelled text: `EncoderMaskedLM`, scored by masked-token accuracy.
+
+    Training batches draw new masks every epoch; the validation and test
+    masks are drawn once, so every epoch is scored on the same tokens. The
+    finished run's `model.keras` is what `--init` starts a fine-tune from.
+    """
+
+    name = "pretrain"
+    example_noun = "texts"
+    scheme = ""
+
+    def __init__(self, data, validation_fraction, test_fraction, seed, echo):
+        self.data = load_pretraining_text(data, seed)
+        echo(self.data.summary())
+        self.splits = split_texts(self.data, validation_fraction, test_fraction, seed)
+        _check_splits(self.splits, len(self.data), self.data.source)
+
+    def sizes(self):
+        return {name: len(self.splits[name]) for name in SPLITS}
+
+    def data_sizes(self):
+        return {"num_train_examples": len(self.splits["train"])}
+
+    def texts(self, split):
+        return self.splits[split].texts
+
+    def prepare(self, tokenizer, config):
+        self.tokenizer = tokenizer
+        self.ids = {name: tokenize_all(tokenizer, part.texts) for name, part in self.splits.items()}
+        options = _batch_options(config, tokenizer, "validation")
+        self.datasets = {
+            name: masked_lm_dataset(
+                self.ids[name],
+                tokenizer,
+                config.batch_size,
+                shuffle=name == "train",
+                seed=config.seed,
+                mask_rate=config.mask_rate,
+                fixed_masks=name != "train",
+                padded_lengths=options["padded_lengths"],
+            )
+            for name in SPLITS
+        }
+
+    def preprocessor(self, tokenizer):
+        return EncoderPreprocessor(tokenizer)
+
+    def build_model(self, config, backbone, preprocessor):
+        return EncoderMaskedLM(backbone, preprocessor=preprocessor, mask_rate=config.mask_rate)
+
+    def monitor(self, name, crf=False):
+        """`(name, mode)` of the validation score `name` (`val_accuracy`: of the masked tokens)."""
+        return _monitor_check(name, ("val_loss", "val_accuracy"), "pretraining")
+
+    def callbacks(self, run_dir):
+        return []
+
+    def evaluate(self, model, split="test"):
+        """`(metrics, line)`: masked-token loss and accuracy on `split`'s fixed masks."""
+        scores = model.evaluate(self.datasets[split], verbose=0, return_dict=True)
+        metrics = {
+            f"{split}_masked_lm_accuracy": float(scores["accuracy"]),
+            f"{split}_masked_lm_loss": float(scores["loss"]),
+            "mask_rate": model.mask_rate,
+        }
+        line = (
+            f"{split.capitalize()} masked-LM accuracy {scores['accuracy']:.4f}, "
+            f"loss {scores['loss']:.4f}"
+        )
         return metrics, line

@@ -76,6 +76,31 @@ def test_masked_lm_batches_mask_real_tokens_only():
     assert masked_count > 0
 
 
+def test_fixed_masks_score_the_same_tokens_every_epoch_and_every_start():
+    import keras
+
+    from keras_encoder.data.pipeline import masked_lm_dataset
+
+    tokenizer = Tokenizer.learn(["好的 很好 不错", "差 不好 失望"] * 10, vocabulary_size=50, sequence_length=16)
+    ids = tokenize_all(tokenizer, ["好的很好不错", "差不好", "很好", "不好失望差不好"] * 8)
+
+    def masks(dataset):
+        return [np.concatenate([inputs["token_ids"].numpy().ravel(), weights.numpy().ravel()])
+                for inputs, _, weights in dataset]
+
+    keras.utils.set_random_seed(5)
+    fixed = masked_lm_dataset(ids, tokenizer, 8, fixed_masks=True)
+    first = masks(fixed)
+    for again in (masks(fixed), masks(fixed)):  # later epochs
+        assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    keras.utils.set_random_seed(5)  # a resumed run builds its held-out masks anew
+    rebuilt = masks(masked_lm_dataset(ids, tokenizer, 8, fixed_masks=True))
+    assert all(np.array_equal(a, b) for a, b in zip(first, rebuilt))
+    # Training masks change from epoch to epoch.
+    drawn = masked_lm_dataset(ids, tokenizer, 8)
+    assert not all(np.array_equal(a, b) for a, b in zip(masks(drawn), masks(drawn)))
+
+
 def test_bucketed_batches_pad_to_their_longest_row_and_keep_every_token():
     lengths = [3, 15, 16, 17, 40, 64, 70, 100, 128, 5, 33, 95]
     ids = make(lengths)

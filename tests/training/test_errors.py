@@ -53,6 +53,13 @@ CASES = {
         "text,label\na,b\n", ["--heads", "3"], "--heads must divide --hidden. Received: hidden=128, heads=3"
     ),
     "window table when classifying": (ENOUGH, ["--window-features", "1024"], "--window-features applies to tagging only"),
+    "pretraining with LoRA": (ENOUGH, ["--task", "pretrain", "--lora-rank", "4"], "--lora-rank does not apply to pretraining"),
+    "pretraining on labelled data": (
+        ENOUGH, ["--task", "pretrain"],
+        r"--task pretrain reads --data \S+data\.csv as unlabelled data, which it is not \(.*one text per line",
+    ),
+    "unlabelled text to classify": (ENOUGH, ["--data", "chinese-text", "--task", "classify"],
+                                    "--data chinese-text is unlabelled text; use it with --task pretrain"),
     "monitor the task lacks": (
         ENOUGH, ["--monitor", "val_entity_f1"],
         "--monitor val_entity_f1 is not computed for classification; choose one of val_loss",
@@ -105,7 +112,7 @@ def test_config_file_and_flags(cli, capsys, tmp_path):
     assert code == 2 and "hidden=64, heads=3" in err
     config.write_text('{"preset": "fast"}')
     code, err = run_main(cli, capsys, tmp_path, "--config", str(config))
-    assert code == 2 and "--preset must be one of classify, tag-bio, tag-plain. Received: 'fast'" in err
+    assert code == 2 and "--preset must be one of classify, tag-bio, tag-plain, pretrain. Received: 'fast'" in err
     config.write_text('{"hidden_size": 64}')
     code, err = run_main(cli, capsys, tmp_path, "--config", str(config))
     assert code == 2 and "hidden_size" in err and str(config) in err

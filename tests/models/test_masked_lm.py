@@ -96,6 +96,23 @@ def test_pretraining_reaches_a_classifier_on_the_same_backbone(make_backbone):
     assert classifier.backbone.get_layer("block_0") is masked_lm.backbone.get_layer("block_0")
 
 
+def test_from_preset_puts_a_new_head_on_a_saved_masked_lm(masked_lm, tokenizer, tmp_path):
+    from keras_encoder.models import EncoderTagger
+
+    masked_lm.save(tmp_path / "model.keras")
+    classifier = EncoderClassifier.from_preset(str(tmp_path), num_classes=3, sequence_length=16)
+    assert classifier.preprocessor.tokenizer.sequence_length == 16
+    assert classifier.preprocessor.tokenizer.vocabulary == tokenizer.vocabulary
+    # The pretrained weights, not a new initialization, under the new head.
+    for new, old in zip(classifier.backbone.weights, masked_lm.backbone.weights):
+        np.testing.assert_array_equal(new.numpy(), old.numpy())
+    assert classifier.predict(TEXTS, verbose=0)["probabilities"].shape == (len(TEXTS), 3)
+    tagger = EncoderTagger.from_preset(str(tmp_path), tag_names=["O", "B-X", "I-X"], scheme="bio", unit="char")
+    assert tagger.preprocessor.unit == "char"
+    # The masked LM itself comes back as it was.
+    assert isinstance(EncoderMaskedLM.from_preset(str(tmp_path)), EncoderMaskedLM)
+
+
 def test_bad_arguments_name_the_argument(make_backbone):
     for rate in (0, 1, 1.5):
         with pytest.raises(ValueError, match=f"mask_rate={rate}"):

@@ -81,7 +81,7 @@ class UnlabelledText:
         return (
             f"{self.source}: {'; '.join(parts)}; "
             f"{_plural(self.stats['duplicates_removed'], 'duplicate')} removed -> "
-            f"{_plural(len(self), 'text')}, {self.num_characters:,} characters"
+            f"{len(self):,} text{'' if len(self) == 1 else 's'}, {self.num_characters:,} characters"
         )
 
 

@@ -115,15 +115,20 @@ def train(values, echo=print, strategy=None, cluster=None):
     # The split fractions and seed before the data picks the preset (the
     # tagging presets share them).
     kind_preset = PRESETS[preset or preset_for(kind, "bio")]
-    if values.get("init"):
-        # Read before the data: a pretraining that read this split's held-out text.
+    # Read before the data: a pretraining that read this split's held-out
+    # text, at the start of the --init chain (a run fine-tuned from it, ...).
+    path, seen = values.get("init"), set()
+    while path and path not in seen:
+        seen.add(path)
+        init_config = init_run_config(path)
         check_held_out_split(
-            init_run_config(values["init"]), data,
+            init_config, data,
             values.get("seed", kind_preset["seed"]),
             values.get("validation_fraction", kind_preset["validation_fraction"]),
             values.get("test_fraction", kind_preset["test_fraction"]),
-            values["init"],
+            path,
         )
+        path = init_config.get("init")
     # A teacher's files are read (JSON only) before the data.
     student = _student_architecture(values) if values.get("teacher") else {}
     try:

@@ -103,3 +103,11 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
         keras_encoder_train({"data": "reviews", "init": str(claimed), "seed": 1,
                              "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
     assert not (tmp_path / "refused").exists()
+    # So is a run fine-tuned from it: the chain of --init leads back to the pretraining.
+    chained = tmp_path / "chained"
+    shutil.copytree(fine_tuned, chained)
+    config = json.loads((chained / "config.json").read_text())
+    (chained / "config.json").write_text(json.dumps({**config, "init": str(claimed)}))
+    with pytest.raises(ConfigError, match=f"--init {claimed} was pretrained on chinese-text"):
+        keras_encoder_train({"data": "peoples-daily-ner", "init": str(chained), "seed": 2,
+                             "logdir": str(tmp_path / "refused")}, echo=lambda line: None)

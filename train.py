@@ -20,7 +20,7 @@ The data picks a preset of defaults (classify, pretrain, tag-bio or tag-plain; s
 keras_encoder/training/presets.py for each value's reason); flags override
 it. Every run writes logs/<run-name>/ (config.json with every value that
 ran, vocabulary, TensorBoard events, checkpoints, metrics.json, model.keras
-and a SavedModel in export/). Re-running the same command resumes an
+and, except for pretraining, a SavedModel in export/). Re-running the same command resumes an
 interrupted run. With `TF_CONFIG` set (by `python -m keras_encoder.launch`
 or by hand on each machine of a cluster) it trains data-parallel under
 MultiWorkerMirroredStrategy; --batch-size stays the global batch, and

@@ -113,6 +113,11 @@ def run_task(run_dir, echo=print):
 
     path = os.path.join(run_dir, "config.json")
     config = TrainConfig.from_dict({**TrainConfig.read_json_file(path), "quantize": ""}, source=path)
+    if config.task == "pretrain":
+        raise ConfigError(
+            f"{run_dir} is a pretraining run (a masked LM, nothing to serve); fine-tune it with "
+            f"train.py --init {run_dir}, then compress that run."
+        )
     task = load_task(
         config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
         config.validation_fraction, config.test_fraction, config.seed, echo,

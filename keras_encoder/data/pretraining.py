@@ -18,7 +18,7 @@ split seed (with the default fractions) is removed: a model pretrained on
 `chinese-text --seed S` may be fine-tuned and scored on those tasks at
 `--seed S` and never saw their held-out text. Fine-tuning it on another
 seed's split would score text it has read, so `train.py --init` refuses
-that (`check_held_out_split`). Texts are then deduplicated across sources.
+that (`held_out_conflict`). Texts are then deduplicated across sources.
 
 A text file (`.txt`) holds one text per line (UTF-8; blank lines skipped).
 
@@ -149,7 +149,7 @@ def read_text_file(path):
     if not os.path.isfile(path):
         raise DataError(f"--data {path}: no such file.")
     with open(path, "rb") as handle:
-        text = _decode(handle.read(), path)
+        text = _decode(handle.read(), path).removeprefix("\ufeff")
     lines = _split_lines(text)
     texts, seen, duplicates = [], set(), 0
     for line in lines:
@@ -204,27 +204,55 @@ def split_texts(data, validation_fraction=0.02, test_fraction=0.02, seed=1234):
     }
 
 
-def check_held_out_split(init_config, data, seed, validation_fraction, test_fraction, init):
-    """Refuse to fine-tune a `chinese-text` model on a built-in task split it may have read.
+# The built-in tasks' texts: the NER and POS corpora are the same sentences.
+_CORPUS_OF = {"reviews": "reviews", "peoples-daily-ner": "peoples-daily", "peoples-daily-pos": "peoples-daily"}
 
-    `init_config` is the pretraining run's `config.json`; the fine-tuning
-    run scores `data` at `seed` with those fractions.
+
+def held_out_conflict(start, start_config, data, seed, validation_fraction, test_fraction):
+    """Why a model descended from the run `start` would score text it trained on, or `None`.
+
+    Args:
+        start: the run directory, as named.
+        start_config: its `config.json`.
+        data, seed, validation_fraction, test_fraction: the new run's split.
+
+    A `chinese-text` pretraining at seed S left out the validation and test
+    text of the built-in Chinese tasks at seed S with the default fractions
+    only. A run trained on a built-in task trained on its train split, which
+    at another seed or fractions (or, for NER and POS, which share their
+    sentences, in the other task) holds text the new run scores.
     """
-    if init_config.get("task") != "pretrain" or init_config.get("data") not in PRETRAINING_CORPORA:
-        return
     if data not in HELD_OUT_TASKS:
-        return
-    pretrained_seed = init_config.get("seed")
-    fractions = {"validation_fraction": validation_fraction, "test_fraction": test_fraction}
-    if seed != pretrained_seed or fractions != HELD_OUT_FRACTIONS:
-        raise ConfigError(
-            f"--init {init} was pretrained on {init_config['data']} without the held-out text of "
-            f"--seed {pretrained_seed} at --validation-fraction 0.1 --test-fraction 0.1; "
-            f"--data {data} --seed {seed} --validation-fraction {validation_fraction:g} "
-            f"--test-fraction {test_fraction:g} would score text it was pretrained on. "
-            f"Fine-tune at --seed {pretrained_seed} with the default fractions, or pretrain with "
-            f"--seed {seed}."
+        return None
+    fractions = (validation_fraction, test_fraction)
+    default = (HELD_OUT_FRACTIONS["validation_fraction"], HELD_OUT_FRACTIONS["test_fraction"])
+    start_data, start_seed = start_config.get("data"), start_config.get("seed")
+    wanted = (
+        f"--data {data} --seed {seed} --validation-fraction {validation_fraction:g} "
+        f"--test-fraction {test_fraction:g}"
+    )
+    if start_config.get("task") == "pretrain" and start_data in PRETRAINING_CORPORA:
+        if seed == start_seed and fractions == default:
+            return None
+        remedy = (
+            "fine-tune with the default fractions (0.1, 0.1)" if seed == start_seed
+            else f"fine-tune at --seed {start_seed} with the default fractions, or pretrain with --seed {seed}"
         )
+        return (
+            f"{start} was pretrained on {start_data} without the held-out text of --seed {start_seed} "
+            f"at --validation-fraction 0.1 --test-fraction 0.1 only; {wanted} would score text it "
+            f"was pretrained on. {remedy[0].upper()}{remedy[1:]}."
+        )
+    if _CORPUS_OF.get(start_data) == _CORPUS_OF[data]:
+        start_fractions = (start_config.get("validation_fraction"), start_config.get("test_fraction"))
+        if start_data == data and start_seed == seed and start_fractions == fractions:
+            return None
+        return (
+            f"{start} was trained on --data {start_data} --seed {start_seed} --validation-fraction "
+            f"{start_fractions[0]:g} --test-fraction {start_fractions[1]:g}, whose training split holds "
+            f"text that {wanted} validates or tests on. Start from a run of the same data and split."
+        )
+    return None
 
 
 def _check_seed(seed):

@@ -190,6 +190,20 @@ class TrainConfig:
                 "--prefix-length does not combine with a weight average; use --ema 0 "
                 f"(received --ema {self.ema})."
             )
+        if isinstance(self.mask_rate, bool) or not isinstance(self.mask_rate, (int, float)) or not 0 < self.mask_rate < 1:
+            raise ConfigError(f"--mask-rate must be in (0, 1). Received: {self.mask_rate!r}")
+        if self.task != "pretrain" and self.mask_rate != PRESETS["pretrain"]["mask_rate"]:
+            raise ConfigError("--mask-rate applies to pretraining only (--task pretrain); leave it out.")
+        if self.task == "pretrain":
+            for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
+                                ("--teacher", self.teacher), ("--quantize", self.quantize),
+                                ("--token-dropout", self.token_dropout), ("--crf", self.crf),
+                                ("--window-features", self.window_features)):
+                if value:
+                    raise ConfigError(
+                        f"{flag} does not apply to pretraining, which trains every weight of a "
+                        "masked-LM encoder to be fine-tuned later (--init); leave it out."
+                    )
         if self.teacher:
             from keras_encoder.compress.distill import check_distillation_values
 
@@ -208,18 +222,6 @@ class TrainConfig:
                 "--lora-rank does not combine with a weight average; use --ema 0 "
                 f"(received --ema {self.ema})."
             )
-        if isinstance(self.mask_rate, bool) or not isinstance(self.mask_rate, (int, float)) or not 0 < self.mask_rate < 1:
-            raise ConfigError(f"--mask-rate must be in (0, 1). Received: {self.mask_rate!r}")
-        if self.task == "pretrain":
-            for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
-                                ("--teacher", self.teacher), ("--quantize", self.quantize),
-                                ("--token-dropout", self.token_dropout), ("--crf", self.crf),
-                                ("--window-features", self.window_features)):
-                if value:
-                    raise ConfigError(
-                        f"{flag} does not apply to pretraining, which trains every weight of a "
-                        "masked-LM encoder to be fine-tuned later (--init); leave it out."
-                    )
         scale = self.window_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
             raise ConfigError(f"--window-scale must be a positive finite number. Received: {scale!r}")

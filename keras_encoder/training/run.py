@@ -11,7 +11,8 @@ Every run owns one directory, `<logdir>/<run-name>/`:
     checkpoints/       best.keras (best by the monitored validation score)
     backup/            resume state while training is unfinished
     model.keras        the best task model, after training
-    export/            SavedModel taking raw strings
+    export/            SavedModel taking raw strings (not for pretraining:
+                       its masked LM is a start for --init, not a service)
     metrics.json       test-split results; written last, it marks success
 
 Running the same command again resumes an unfinished run of the same
@@ -41,7 +42,7 @@ from keras_encoder.compress.distill import (
     teacher_run_config,
 )
 from keras_encoder.compress.quantize import directory_bytes, headline_scores, quantize_and_score
-from keras_encoder.data.pretraining import check_held_out_split
+from keras_encoder.data.pretraining import HELD_OUT_TASKS, held_out_conflict
 from keras_encoder.distribute import barrier, chief_state_callback, from_chief
 from keras_encoder.errors import ConfigError, DataError, KerasEncoderError
 from keras_encoder.models import build_encoder
@@ -115,20 +116,14 @@ def train(values, echo=print, strategy=None, cluster=None):
     # The split fractions and seed before the data picks the preset (the
     # tagging presets share them).
     kind_preset = PRESETS[preset or preset_for(kind, "bio")]
-    # Read before the data: a pretraining that read this split's held-out
-    # text, at the start of the --init chain (a run fine-tuned from it, ...).
-    path, seen = values.get("init"), set()
-    while path and path not in seen:
-        seen.add(path)
-        init_config = init_run_config(path)
-        check_held_out_split(
-            init_config, data,
-            values.get("seed", kind_preset["seed"]),
-            values.get("validation_fraction", kind_preset["validation_fraction"]),
-            values.get("test_fraction", kind_preset["test_fraction"]),
-            path,
-        )
-        path = init_config.get("init")
+    # Read before the data: a start (--init, --teacher, and what they started
+    # from) that trained on text this split validates or tests on.
+    check_lineage(
+        values.get("init"), values.get("teacher"), data,
+        values.get("seed", kind_preset["seed"]),
+        values.get("validation_fraction", kind_preset["validation_fraction"]),
+        values.get("test_fraction", kind_preset["test_fraction"]),
+    )
     # A teacher's files are read (JSON only) before the data.
     student = _student_architecture(values) if values.get("teacher") else {}
     try:
@@ -173,6 +168,38 @@ def train(values, echo=print, strategy=None, cluster=None):
     )
     echo(f"Preset {preset}; every value this run uses goes to config.json")
     return run(config, task=task, echo=echo, strategy=strategy, cluster=cluster)
+
+
+def check_lineage(init, teacher, data, seed, validation_fraction, test_fraction):
+    """Raise `ConfigError` if the weights a run starts from saw text its split scores.
+
+    Follows `--init` and `--teacher` back through every run they started
+    from (`held_out_conflict` judges each). An ancestor recorded in a
+    `config.json` but no longer there cannot be checked, and is refused
+    when `data` is a built-in Chinese task.
+    """
+    pending = [(flag, path, path) for flag, path in (("--init", init), ("--teacher", teacher)) if path]
+    seen = set()
+    while pending:
+        flag, first, path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        named = f"{flag} {first}" + ("" if path == first else f" starts from {path}, which")
+        if path != first and not os.path.isdir(path) and data in HELD_OUT_TASKS:
+            raise ConfigError(
+                f"{named} is not there any more, so whether it trained on text that --data {data} "
+                f"--seed {seed} scores cannot be checked; run from the directory its path is relative to."
+            )
+        config = init_run_config(path)
+        reason = held_out_conflict(path, config, data, seed, validation_fraction, test_fraction)
+        if reason is not None:
+            if path != first:
+                reason = reason.replace(f"{path} was", f"{named} was", 1)
+            else:
+                reason = f"{flag} {reason}"
+            raise ConfigError(reason)
+        pending += [(flag, first, config[key]) for key in ("init", "teacher") if config.get(key)]
 
 
 def _fixed_architecture(flag, path, values, free=()):
@@ -223,6 +250,9 @@ def run(config: TrainConfig, task=None, echo=print, strategy=None, cluster=None)
         cluster: the `keras_encoder.distribute.Cluster`, or `None`.
     """
     config.validate()
+    check_lineage(
+        config.init, config.teacher, config.data, config.seed, config.validation_fraction, config.test_fraction
+    )
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:

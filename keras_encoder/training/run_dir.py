@@ -25,7 +25,7 @@ def open_run_dir(config, echo=print):
             break
         if os.path.exists(os.path.join(run_dir, METRICS_FILE)):
             continue  # finished: never touched again
-        if read_json(os.path.join(run_dir, CONFIG_FILE)) == wanted:
+        if _same_run(read_json(os.path.join(run_dir, CONFIG_FILE)), wanted):
             echo(f"Resuming the unfinished run in {run_dir}")
             return run_dir, True
     if number > 1:
@@ -34,6 +34,22 @@ def open_run_dir(config, echo=print):
     with open(os.path.join(run_dir, CONFIG_FILE), "w", encoding="utf-8") as handle:
         handle.write(config.to_json())
     return run_dir, False
+
+
+def _same_run(stored, wanted):
+    """Whether a stored config is `wanted`; a field the stored one predates
+    counts as its default (which that run used)."""
+    if stored is None:
+        return False
+    import dataclasses
+
+    from keras_encoder.training.config import TrainConfig
+
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    for name, value in wanted.items():
+        if name not in stored and name in defaults and value == defaults[name]:
+            stored = {**stored, name: value}
+    return stored == wanted
 
 
 def read_history(run_dir):

@@ -30,6 +30,7 @@ from keras_encoder.data.pipeline import (
 )
 from keras_encoder.data.pretraining import (
     PRETRAINING_CORPORA,
+    PRETRAINING_EXTENSIONS,
     load_pretraining_text,
     split_texts,
 )
@@ -53,10 +54,10 @@ SPLITS = ("train", "validation", "test")
 
 def task_of(data, task=None):
     """`"tag"` for a tagging corpus or a `.conll`/`.bio` file, `"pretrain"`
-    for `chinese-text`, else `"classify"` (or `task`, when given)."""
+    for `chinese-text` or a `.txt` file, else `"classify"` (or `task`, when given)."""
     if task:
         return task
-    if data in PRETRAINING_CORPORA:
+    if data in PRETRAINING_CORPORA or os.path.splitext(str(data))[1].lower() in PRETRAINING_EXTENSIONS:
         return "pretrain"
     extension = os.path.splitext(str(data))[1].lower()
     return "tag" if data in TAGGING_CORPORA or extension in TAGGING_EXTENSIONS else "classify"

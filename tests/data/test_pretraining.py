@@ -4,25 +4,30 @@ import pytest
 
 from keras_encoder.data import load_reviews, split_dataset
 from keras_encoder.data.pretraining import (
-    check_held_out_split,
+    HELD_OUT_FRACTIONS,
+    held_out_conflict,
     load_chinese_text,
     load_pretraining_text,
     read_text_file,
     split_texts,
 )
-from keras_encoder.data.tagging import load_peoples_daily, split_sentences
-from keras_encoder.errors import ConfigError, DataError
+from keras_encoder.errors import DataError
 
 
 def scored_texts(seed):
-    """Every text a built-in Chinese task validates or tests on at `seed`, from the tasks' own loaders."""
+    """Every text a built-in Chinese task validates or tests on at `seed`, as train.py splits it."""
+    from keras_encoder.training.presets import PRESETS, preset_for
+    from keras_encoder.training.tasks import load_task, task_of
+
     texts = set()
-    reviews = split_dataset(load_reviews(), seed=seed)
-    texts |= set(reviews["validation"].texts) | set(reviews["test"].texts)
-    for kind in ("ner", "pos"):
-        sentences = split_sentences(load_peoples_daily(kind), seed=seed)
+    for data in ("reviews", "peoples-daily-ner", "peoples-daily-pos"):
+        kind = task_of(data)
+        preset = PRESETS[preset_for(kind, "bio")]
+        task = load_task(data, kind, validation_fraction=preset["validation_fraction"],
+                         test_fraction=preset["test_fraction"], seed=seed, echo=lambda line: None)
         for split in ("validation", "test"):
-            texts |= {"".join(units) for units in sentences[split].units}
+            texts |= {text if isinstance(text, str) else "".join(text) for text in
+                      (task.splits[split].texts if kind == "classify" else task.splits[split].units)}
     return texts
 
 
@@ -32,8 +37,6 @@ def test_chinese_text_holds_no_text_scored_at_its_seed(seed):
     scored = scored_texts(seed)
     assert len(scored) > 15000  # the three tasks' validation and test splits
     assert not set(corpus.texts) & scored
-    # Stripping cannot hide a held-out text either.
-    assert not {text.strip() for text in corpus.texts} & scored
     assert len(set(corpus.texts)) == len(corpus.texts)  # deduplicated
     sources = corpus.stats["sources"]
     assert sum(counts["kept"] for counts in sources.values()) == len(corpus)
@@ -80,16 +83,32 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     assert split_texts(data, 0.1, 0.05, seed=4)["test"].texts != parts["test"].texts
 
 
-def test_init_guard_refuses_a_split_the_pretraining_read():
+def test_held_out_fractions_are_the_presets():
+    from keras_encoder.training.presets import PRESETS
+
+    for name in ("classify", "tag-bio", "tag-plain"):
+        assert {key: PRESETS[name][key] for key in HELD_OUT_FRACTIONS} == HELD_OUT_FRACTIONS
+
+
+def test_a_start_that_read_the_scored_text_is_named():
     pretrained = {"task": "pretrain", "data": "chinese-text", "seed": 1234}
     # Same seed and default fractions: the held-out text was left out.
-    check_held_out_split(pretrained, "reviews", 1234, 0.1, 0.1, "logs/p")
+    assert held_out_conflict("p", pretrained, "reviews", 1234, 0.1, 0.1) is None
     # Data the corpus does not hold out from is not its business.
-    check_held_out_split(pretrained, "my.csv", 7, 0.2, 0.2, "logs/p")
-    # A run pretrained on a user's file, or a classifier, is not checked.
-    check_held_out_split({"task": "pretrain", "data": "mine.txt", "seed": 1}, "reviews", 2, 0.1, 0.1, "x")
-    check_held_out_split({"task": "classify", "data": "reviews", "seed": 1}, "reviews", 2, 0.1, 0.1, "x")
-    with pytest.raises(ConfigError, match=r"--seed 1234 .*--data peoples-daily-ner --seed 1 "):
-        check_held_out_split(pretrained, "peoples-daily-ner", 1, 0.1, 0.1, "logs/p")
-    with pytest.raises(ConfigError, match="--validation-fraction 0.2"):
-        check_held_out_split(pretrained, "peoples-daily-pos", 1234, 0.2, 0.1, "logs/p")
+    assert held_out_conflict("p", pretrained, "my.csv", 7, 0.2, 0.2) is None
+    # A pretraining on a user's file is not checked.
+    assert held_out_conflict("x", {"task": "pretrain", "data": "mine.txt", "seed": 1}, "reviews", 2, 0.1, 0.1) is None
+    reason = held_out_conflict("p", pretrained, "peoples-daily-ner", 1, 0.1, 0.1)
+    assert "p was pretrained on chinese-text" in reason and "--data peoples-daily-ner --seed 1 " in reason
+    assert "pretrain with --seed 1" in reason
+    reason = held_out_conflict("p", pretrained, "peoples-daily-pos", 1234, 0.2, 0.1)
+    assert "--validation-fraction 0.2" in reason and "pretrain with" not in reason
+
+    # A fine-tuned run trained on its train split: the same split is fine...
+    pos = {"task": "tag", "data": "peoples-daily-pos", "seed": 1234, "validation_fraction": 0.1, "test_fraction": 0.1}
+    assert held_out_conflict("pos", pos, "peoples-daily-pos", 1234, 0.1, 0.1) is None
+    # ...another seed is not, nor NER, whose sentences are POS's, split otherwise.
+    assert "whose training split holds text" in held_out_conflict("pos", pos, "peoples-daily-pos", 2, 0.1, 0.1)
+    assert "whose training split holds text" in held_out_conflict("pos", pos, "peoples-daily-ner", 1234, 0.1, 0.1)
+    # Reviews and the People's Daily share no text.
+    assert held_out_conflict("pos", pos, "reviews", 2, 0.1, 0.1) is None

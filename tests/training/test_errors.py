@@ -58,6 +58,9 @@ CASES = {
         ENOUGH, ["--task", "pretrain"],
         r"--task pretrain reads --data \S+data\.csv as unlabelled data, which it is not \(.*one text per line",
     ),
+    "mask rate when classifying": (ENOUGH, ["--mask-rate", "0.3"], "--mask-rate applies to pretraining only"),
+    "pretraining with a teacher": (ENOUGH, ["--task", "pretrain", "--teacher", "logs/x"],
+                                   "--teacher does not apply to pretraining"),
     "unlabelled text to classify": (ENOUGH, ["--data", "chinese-text", "--task", "classify"],
                                     "--data chinese-text is unlabelled text; use it with --task pretrain"),
     "monitor the task lacks": (

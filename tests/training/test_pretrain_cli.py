@@ -103,11 +103,19 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
         keras_encoder_train({"data": "reviews", "init": str(claimed), "seed": 1,
                              "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
     assert not (tmp_path / "refused").exists()
-    # So is a run fine-tuned from it: the chain of --init leads back to the pretraining.
+    # So is a run fine-tuned from it, as a start or as a teacher: the chain
+    # of --init leads back to the pretraining.
     chained = tmp_path / "chained"
     shutil.copytree(fine_tuned, chained)
     config = json.loads((chained / "config.json").read_text())
     (chained / "config.json").write_text(json.dumps({**config, "init": str(claimed)}))
-    with pytest.raises(ConfigError, match=f"--init {claimed} was pretrained on chinese-text"):
-        keras_encoder_train({"data": "peoples-daily-ner", "init": str(chained), "seed": 2,
-                             "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
+    for flag in ("init", "teacher"):
+        with pytest.raises(ConfigError, match=f"--{flag} {chained} starts from {claimed}, which was pretrained"):
+            keras_encoder_train({"data": "reviews", flag: str(chained), "seed": 2,
+                                 "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
+    # An ancestor that is gone cannot be checked, so it is refused for the built-in tasks.
+    (chained / "config.json").write_text(json.dumps({**config, "init": str(tmp_path / "gone")}))
+    with pytest.raises(ConfigError, match="is not there any more"):
+        keras_encoder_train({"data": "reviews", "init": str(chained), "logdir": str(tmp_path / "refused")},
+                            echo=lambda line: None)
+    assert not (tmp_path / "refused").exists()

@@ -34,6 +34,20 @@ def test_new_resume_and_finished(tmp_path):
     assert third.endswith("job-3") and not resumed
 
 
+def test_a_run_from_before_a_new_field_resumes_when_it_used_its_default(tmp_path):
+    config = TrainConfig(logdir=str(tmp_path), run_name="old")
+    stored = {key: value for key, value in config.to_dict().items() if key != "mask_rate"}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(stored))
+    run_dir, resumed = open_run_dir(config, echo=quiet)
+    assert run_dir.endswith("old") and resumed
+    # A value other than the default is another run.
+    other = TrainConfig(logdir=str(tmp_path), run_name="old", task="pretrain", preset="pretrain",
+                        mask_rate=0.3, token_dropout=0.0)
+    run_dir, resumed = open_run_dir(other, echo=quiet)
+    assert run_dir.endswith("old-2") and not resumed
+
+
 def test_run_name_defaults_to_data_name():
     assert TrainConfig().run_name == "reviews"
     assert TrainConfig(data="/data/my.reviews.csv").run_name == "my.reviews"

@@ -55,7 +55,14 @@ from keras_encoder.training.callbacks import (
 )
 from keras_encoder.training.config import TrainConfig
 from keras_encoder.training.optimizer import make_optimizer
-from keras_encoder.training.presets import PRESETS, PRETRAINED, adapter_defaults, fitted_to_data, preset_for
+from keras_encoder.training.presets import (
+    PRESETS,
+    PRETRAINED,
+    adapter_defaults,
+    fitted_to_data,
+    preset_for,
+    pretrained_start,
+)
 from keras_encoder.training.run_dir import (
     METRICS_FILE,
     best_epoch,
@@ -159,7 +166,7 @@ def train(values, echo=print, strategy=None, cluster=None):
         architecture, max_positions = _fixed_architecture("--init", values["init"], values)
         if max_positions is not None:
             defaults["max_length"] = min(defaults["max_length"], max_positions)
-        defaults = {**defaults, **PRETRAINED, **architecture}
+        defaults = {**defaults, **pretrained_start(init_run_config(values["init"]).get("task")), **architecture}
     if student:
         defaults = {**defaults, **PRETRAINED, **student}
     defaults = {**defaults, **adapters}

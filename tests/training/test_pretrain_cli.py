@@ -91,6 +91,8 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
         1, 16, "rotary", 64
     )
     assert (fine_tuned / "vocab.txt").read_text() == (run / "vocab.txt").read_text()
+    # Our own pretraining keeps the task preset's schedule, not a BERT checkpoint's.
+    assert (config["learning_rate"], config["token_dropout"]) == (1e-3, 0.1)
     assert (fine_tuned / "export" / "saved_model.pb").exists()
 
     # A run pretrained on chinese-text at seed 1234 left out the reviews' held-out

@@ -172,11 +172,14 @@ def masked_lm_dataset(
 
     Masks are drawn by `keras_hub.layers.MaskedLMMaskGenerator` (80%
     `[MASK]`, 10% random token, 10% unchanged), never on padding, `[CLS]`
-    or `[SEP]`: anew every epoch, or with `fixed_masks=True` once, in
+    or `[SEP]`: per batch as batches come (with a global seed set, each
+    epoch replays the same random stream on its reshuffled batches), or
+    with `fixed_masks=True` once, in
     order, and kept in memory, so that every evaluation of a held-out split
-    scores the same masked tokens (call it after `keras.utils.set_random_seed`
-    for the same masks on every start). `padded_lengths` as in
-    `classification_dataset`.
+    in one process scores the same masked tokens. A new process draws
+    other masks, even after `keras.utils.set_random_seed` (measured), so a
+    resumed run scores a new sample of the same size from its resume on.
+    `padded_lengths` as in `classification_dataset`.
     """
     generator = keras_hub.layers.MaskedLMMaskGenerator(
         vocabulary_size=tokenizer.vocabulary_size,

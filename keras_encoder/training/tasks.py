@@ -319,7 +319,8 @@ class PretrainTask:
     """Unlabelled text: `EncoderMaskedLM`, scored by masked-token accuracy.
 
     Training batches draw new masks every epoch; the validation and test
-    masks are drawn once, so every epoch is scored on the same tokens. The
+    masks are drawn once per process, so every epoch of a run is scored on
+    the same tokens (a resumed run draws them anew). The
     finished run's `model.keras` is what `--init` starts a fine-tune from.
     """
 

@@ -110,7 +110,21 @@ def _check_splits(splits, total, source):
             )
 
 
-class ClassificationTask:
+class _TextSplits:
+    """Sizes and texts of `self.splits`, parts that hold one text per example."""
+
+    def sizes(self):
+        return {name: len(self.splits[name]) for name in SPLITS}
+
+    def data_sizes(self):
+        """What the presets adapt to: training examples."""
+        return {"num_train_examples": len(self.splits["train"])}
+
+    def texts(self, split):
+        return self.splits[split].texts
+
+
+class ClassificationTask(_TextSplits):
     """One label per text: `EncoderClassifier`, scored by accuracy and macro-F1."""
 
     name = "classify"
@@ -128,16 +142,6 @@ class ClassificationTask:
         )
         _check_splits(self.splits, len(self.data), self.data.source)
         self.label_names = self.data.label_names
-
-    def sizes(self):
-        return {name: len(self.splits[name]) for name in SPLITS}
-
-    def data_sizes(self):
-        """What the presets adapt to: training examples."""
-        return {"num_train_examples": len(self.splits["train"])}
-
-    def texts(self, split):
-        return self.splits[split].texts
 
     def prepare(self, tokenizer, config):
         """Token ids per split (ragged, for probes) and batches."""
@@ -315,7 +319,7 @@ class TaggingTask:
         return metrics, line
 
 
-class PretrainTask:
+class PretrainTask(_TextSplits):
     """Unlabelled text: `EncoderMaskedLM`, scored by masked-token accuracy.
 
     Training batches draw new masks every epoch; the validation and test
@@ -333,15 +337,6 @@ class PretrainTask:
         echo(self.data.summary())
         self.splits = split_texts(self.data, validation_fraction, test_fraction, seed)
         _check_splits(self.splits, len(self.data), self.data.source)
-
-    def sizes(self):
-        return {name: len(self.splits[name]) for name in SPLITS}
-
-    def data_sizes(self):
-        return {"num_train_examples": len(self.splits["train"])}
-
-    def texts(self, split):
-        return self.splits[split].texts
 
     def prepare(self, tokenizer, config):
         self.tokenizer = tokenizer

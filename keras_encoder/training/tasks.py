@@ -54,7 +54,7 @@ SPLITS = ("train", "validation", "test")
 
 def task_of(data, task=None):
     """`"tag"` for a tagging corpus or a `.conll`/`.bio` file, `"pretrain"`
-    for `chinese-text` or a `.txt` file, else `"classify"` (or `task`, when given)."""
+    for a built-in pretraining corpus or a `.txt` file, else `"classify"` (or `task`, when given)."""
     if task:
         return task
     if data in PRETRAINING_CORPORA or os.path.splitext(str(data))[1].lower() in PRETRAINING_EXTENSIONS:

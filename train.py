@@ -92,7 +92,8 @@ HELP = {
     "lora_rank": "train LoRA adapters of this rank and the task head only, the backbone frozen; "
     "the export merges them (0: train every weight)",
     "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
-    "lora_targets": "comma-separated attention projections LoRA adapts: query, key, value, attention_output",
+    "lora_targets": "comma-separated projections LoRA adapts: query, key, value, attention_output, "
+    "and the feed-forward kernels ffn_inner, ffn_outer",
     "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
     "task head only, the backbone frozen (0: no prefix)",
     "mask_rate": "pretraining: share of tokens masked (80%% [MASK], 10%% random, 10%% kept) and predicted",

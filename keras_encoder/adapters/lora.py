@@ -1,11 +1,12 @@
-"""LoRA adapters on the attention projections: enable, save, load, merge.
+"""LoRA adapters on the attention projections and feed-forward kernels: enable, save, load, merge.
 
 Low-rank adaptation (LoRA) fine-tunes a pretrained encoder by learning a
 small update `scale * A @ B` of chosen projection kernels while the
 kernels themselves, and every other backbone weight, stay frozen. This
-module puts Keras' own `EinsumDense.enable_lora` on the projections of
-every `MultiHeadSelfAttention`, freezes the rest of the backbone, and adds
-what Keras lacks:
+module puts Keras' own `enable_lora` on the projections of every
+`MultiHeadSelfAttention` (`EinsumDense`) and, when asked, on the two
+feed-forward kernels of every `TransformerEncoderBlock` (`Dense`), freezes
+the rest of the backbone, and adds what Keras lacks:
 
 - `save_adapters` writes only the adapters and the task head, keyed by
   layer path, to a small safetensors file. A `.keras` file stores the
@@ -21,8 +22,8 @@ kernel along its last axis: the query, key and value kernels `(D, N, H)`
 get `A` `(D, N, r)` and `B` `(r, H)`, so each head has its own `A` and the
 heads share `B` (`D*N*r + r*H` parameters; the paper's `A` `(D, r)` and `B`
 `(r, N*H)` would have `D*r + r*N*H`); the output kernel `(N, H, D)` gets
-`A` `(N, H, r)` and `B` `(r, D)`, the paper's factorization. `B` starts
-at zero, so a freshly enabled model computes exactly what it did before.
+`A` `(N, H, r)` and `B` `(r, D)`, the paper's factorization, as do the
+feed-forward kernels `(D, F)` and `(F, D)`. `B` starts at zero, so a freshly enabled model computes exactly what it did before.
 
 The adapter file (safetensors) holds one tensor per adapter matrix,
 `backbone/<layer path>/lora_kernel_a` and `.../lora_kernel_b` (for example
@@ -45,16 +46,19 @@ from safetensors.numpy import save_file
 
 from keras_encoder.errors import ConfigError, DataError
 from keras_encoder.layers.attention import MultiHeadSelfAttention
+from keras_encoder.layers.encoder_block import TransformerEncoderBlock
 
-LORA_TARGETS = ("query", "key", "value", "attention_output")
+LORA_TARGETS = ("query", "key", "value", "attention_output", "ffn_inner", "ffn_outer")
 FORMAT = "keras_encoder.lora"
 VERSION = 1
-# Target name -> the `MultiHeadSelfAttention` attribute holding that projection.
+# Target name -> (the layer class, its attribute holding that projection).
 _PROJECTION_ATTRIBUTES = {
-    "query": "query_dense",
-    "key": "key_dense",
-    "value": "value_dense",
-    "attention_output": "output_dense",
+    "query": (MultiHeadSelfAttention, "query_dense"),
+    "key": (MultiHeadSelfAttention, "key_dense"),
+    "value": (MultiHeadSelfAttention, "value_dense"),
+    "attention_output": (MultiHeadSelfAttention, "output_dense"),
+    "ffn_inner": (TransformerEncoderBlock, "ffn_inner"),
+    "ffn_outer": (TransformerEncoderBlock, "ffn_outer"),
 }
 _ADAPTER_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
 
@@ -62,11 +66,12 @@ _ADAPTER_WEIGHTS = ("lora_kernel_a", "lora_kernel_b")
 def enable_lora(model, rank, alpha=None, targets=("query", "value")):
     """Put LoRA adapters on the attention projections and freeze the backbone.
 
-    Enables Keras' LoRA (`EinsumDense.enable_lora`) on the `targets`
-    projections of every `MultiHeadSelfAttention` in the backbone, then
+    Enables Keras' LoRA (`EinsumDense.enable_lora`, `Dense.enable_lora`) on
+    the `targets` projections of every `MultiHeadSelfAttention` and
+    `TransformerEncoderBlock` in the backbone, then
     sets which weights train: the adapter matrices and the task head do,
-    every other backbone weight (embeddings, kernels, biases, norms,
-    feed-forward) does not. The head is every weight of `model` that is
+    every other backbone weight (embeddings, kernels, biases, norms)
+    does not. The head is every weight of `model` that is
     not a weight of `model.backbone` (a classifier's or tagger's `logits`,
     a tagger's CRF, the masked LM's head but not the embedding it shares
     with the backbone). A model without a `backbone` attribute is taken
@@ -88,7 +93,8 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
             to the first rank it tries and keeps it when changing the rank,
             so pass a fixed `alpha` when sweeping ranks.
         targets: names of the projections to adapt, from `"query"`,
-            `"key"`, `"value"` and `"attention_output"`. Defaults to
+            `"key"`, `"value"`, `"attention_output"` and the feed-forward
+            kernels `"ffn_inner"` and `"ffn_outer"`. Defaults to
             `("query", "value")`, the paper's choice.
 
     Returns:
@@ -123,7 +129,7 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
             f"LoRA is already enabled on {enabled[0]}; call merge_adapters(model) first or "
             "start from the base model."
         )
-    prefixed = [path for path, layer in attention if layer.prefix_length]
+    prefixed = [path for path, layer in attention if getattr(layer, "prefix_length", 0)]
     if prefixed:
         raise ConfigError(f"{prefixed[0]} has a prefix (prefix tuning); use LoRA or prefix tuning, not both.")
     _check_all_trainable(model, "enable_lora")
@@ -405,12 +411,14 @@ def _sublayers(root, include_self=False, skip=None):
 
 
 def _attention_layers(backbone):
+    """`(path, layer)` of each layer holding projections LoRA may adapt:
+    attention layers and the encoder blocks around them."""
     attention = [
         (f"backbone/{path}", layer)
         for path, layer in _sublayers(backbone)
-        if isinstance(layer, MultiHeadSelfAttention)
+        if isinstance(layer, (MultiHeadSelfAttention, TransformerEncoderBlock))
     ]
-    if not attention:
+    if not any(isinstance(layer, MultiHeadSelfAttention) for _, layer in attention):
         raise ConfigError(
             f"model {backbone.name!r} has no MultiHeadSelfAttention layer to put LoRA adapters on."
         )
@@ -418,12 +426,14 @@ def _attention_layers(backbone):
 
 
 def _projections(attention, targets):
-    """`(path, EinsumDense)` of each target projection of each attention layer."""
+    """`(path, EinsumDense or Dense)` of each target projection of each layer."""
     found = []
     for path, layer in attention:
         for name in targets:
-            projection = getattr(layer, _PROJECTION_ATTRIBUTES[name])
-            found.append((f"{path}/{projection.name}", projection))
+            kind, attribute = _PROJECTION_ATTRIBUTES[name]
+            if isinstance(layer, kind):
+                projection = getattr(layer, attribute)
+                found.append((f"{path}/{projection.name}", projection))
     return found
 
 

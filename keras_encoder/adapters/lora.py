@@ -122,7 +122,7 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
     targets = _check_arguments(rank, alpha, targets)
     alpha = rank if alpha is None else alpha
     backbone = _backbone(model)
-    attention = _attention_layers(backbone)
+    attention = _adaptable_layers(backbone)
     enabled = [path for path, layer in _projections(attention, LORA_TARGETS) if layer.lora_enabled]
     if enabled:
         raise ConfigError(
@@ -157,7 +157,7 @@ def lora_summary(model):
         A dict: `rank`, `alpha`, `targets`, `adapted` (layer paths),
         `parameters` and `trainable_parameters`.
     """
-    attention = _attention_layers(_backbone(model))
+    attention = _adaptable_layers(_backbone(model))
     rank, alpha, targets = _lora_settings(model, attention)
     return {
         "rank": rank,
@@ -186,7 +186,7 @@ def save_adapters(model, path):
         ConfigError: the model has no LoRA adapters.
     """
     backbone = _backbone(model)
-    attention = _attention_layers(backbone)
+    attention = _adaptable_layers(backbone)
     rank, alpha, targets = _lora_settings(model, attention)
     variables = {**_adapter_variables(attention), **_head_variables(model, backbone)}
     tensors = {key: np.ascontiguousarray(keras.ops.convert_to_numpy(v)) for key, v in variables.items()}
@@ -227,7 +227,7 @@ def load_adapters(model, path):
     path = os.fspath(path)
     rank, alpha, targets, tensors = _read_adapter_file(path)
     backbone = _backbone(model)
-    attention = _attention_layers(backbone)
+    attention = _adaptable_layers(backbone)
     current = _lora_settings(model, attention, required=False)
     if current is not None and current != (rank, alpha, targets):
         raise DataError(
@@ -285,7 +285,7 @@ def restore_adapters(model, path):
         ConfigError: the model has no adapters.
         DataError: as `load_adapters`.
     """
-    attention = _attention_layers(_backbone(model))
+    attention = _adaptable_layers(_backbone(model))
     _lora_settings(model, attention)  # raises without adapters
     summary = load_adapters(model, path)
     for _, layer in _projections(attention, LORA_TARGETS):
@@ -318,7 +318,7 @@ def merge_adapters(model):
         ConfigError: the model has no LoRA adapters, or an adapted layer is
             quantized (merge before quantizing).
     """
-    attention = _attention_layers(_backbone(model))
+    attention = _adaptable_layers(_backbone(model))
     adapted = [(path, layer) for path, layer in _projections(attention, LORA_TARGETS) if layer.lora_enabled]
     if not adapted:
         raise ConfigError(f"model {model.name!r} has no LoRA adapters to merge; call enable_lora first.")
@@ -411,18 +411,28 @@ def _sublayers(root, include_self=False, skip=None):
 
 
 def _attention_layers(backbone):
-    """`(path, layer)` of each layer holding projections LoRA may adapt:
-    attention layers and the encoder blocks around them."""
+    """`(path, layer)` of each `MultiHeadSelfAttention` (pruning reads these too)."""
     attention = [
         (f"backbone/{path}", layer)
         for path, layer in _sublayers(backbone)
-        if isinstance(layer, (MultiHeadSelfAttention, TransformerEncoderBlock))
+        if isinstance(layer, MultiHeadSelfAttention)
     ]
-    if not any(isinstance(layer, MultiHeadSelfAttention) for _, layer in attention):
+    if not attention:
         raise ConfigError(
             f"model {backbone.name!r} has no MultiHeadSelfAttention layer to put LoRA adapters on."
         )
     return attention
+
+
+def _adaptable_layers(backbone):
+    """`(path, layer)` of each layer holding projections LoRA may adapt:
+    the attention layers and the encoder blocks around them."""
+    _attention_layers(backbone)  # raises without attention
+    return [
+        (f"backbone/{path}", layer)
+        for path, layer in _sublayers(backbone)
+        if isinstance(layer, (MultiHeadSelfAttention, TransformerEncoderBlock))
+    ]
 
 
 def _projections(attention, targets):

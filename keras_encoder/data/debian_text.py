@@ -86,10 +86,9 @@ def debian_texts(root="/"):
 def is_mostly_chinese(text, min_characters=4, min_share=0.5):
     """At least `min_characters` Han characters, and at least `min_share` of
     the text's non-space characters Han or CJK punctuation."""
-    han = len(_HAN.findall(text))
-    wide = sum(1 for c in text if "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef")
+    wide = sum(1 for c in text if _is_wide(c))  # Han or CJK punctuation
     visible = sum(1 for c in text if not c.isspace())
-    return han >= min_characters and (han + wide) >= min_share * visible
+    return len(_HAN.findall(text)) >= min_characters and wide >= min_share * visible
 
 
 def chunks(paragraph, limit=MAX_CHARACTERS):

@@ -11,6 +11,7 @@ Examples:
     python train.py --data chinese-text               # pretrain a masked-LM encoder (~1 h)
     python train.py --init logs/chinese-text          # fine-tune it on the reviews
     python train.py --data my.csv --init path/to/bert_checkpoint --lora-rank 8
+    python train.py --data my.csv --init path/to/bert_checkpoint --adalora-rank 12 --adalora-target-rank 8
     python train.py --data my.csv --teacher logs/my --layers 2   # distil a 2-block student
     python train.py --config logs/reviews/config.json --learning-rate 5e-4
     python -m keras_encoder.launch --workers 2 train.py --data my.csv   # 2 workers
@@ -94,6 +95,12 @@ HELP = {
     "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
     "lora_targets": "comma-separated projections LoRA adapts: query, key, value, attention_output, "
     "and the feed-forward kernels ffn_inner, ffn_outer",
+    "adalora_rank": "AdaLoRA: train SVD-form adapters of this initial rank on --lora-targets (scaled by "
+    "--lora-alpha / this rank) and the task head only, the backbone frozen; every few steps the weakest "
+    "singular triplets over all adapted kernels are pruned, on a cubic schedule, until --adalora-target-rank "
+    "per kernel is left; the export merges them (0: off)",
+    "adalora_target_rank": "AdaLoRA: average rank per adapted kernel left after pruning (default: half of "
+    "--adalora-rank)",
     "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
     "task head only, the backbone frozen (0: no prefix)",
     "mask_rate": "pretraining: share of tokens masked (80%% [MASK], 10%% random, 10%% kept) and predicted",
@@ -121,8 +128,8 @@ CHOICES = {
 def _default_text(field):
     """`classify 0.1` or, where presets differ, each preset's value."""
     values = {name: preset.get(field.name, field.default) for name, preset in PRESETS.items()}
-    if field.name in ("preset", "task", "tag_scheme", "run_name", "init", "quantize", "teacher"):
-        return None  # picked from the data
+    if field.name in ("preset", "task", "tag_scheme", "run_name", "init", "quantize", "teacher", "adalora_target_rank"):
+        return None  # picked from the data (or, for the target rank, from --adalora-rank)
     if len(set(map(repr, values.values()))) == 1:
         return f"default: {next(iter(values.values()))}"
     return "default: " + ", ".join(f"{value} ({name})" for name, value in values.items())

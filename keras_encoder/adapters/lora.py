@@ -132,6 +132,9 @@ def enable_lora(model, rank, alpha=None, targets=("query", "value")):
     prefixed = [path for path, layer in attention if getattr(layer, "prefix_length", 0)]
     if prefixed:
         raise ConfigError(f"{prefixed[0]} has a prefix (prefix tuning); use LoRA or prefix tuning, not both.")
+    adalora = [path for path, layer in _projections(attention, LORA_TARGETS) if hasattr(layer, "adalora_rank")]
+    if adalora:
+        raise ConfigError(f"{adalora[0]} has AdaLoRA adapters; use LoRA or AdaLoRA, not both.")
     _check_all_trainable(model, "enable_lora")
     for _, layer in _projections(attention, targets):
         layer.enable_lora(rank, lora_alpha=alpha)

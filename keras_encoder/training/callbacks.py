@@ -227,7 +227,7 @@ class RawWeightsBack(keras.callbacks.Callback):
 
 
 class AdapterCheckpoints(keras.callbacks.Callback):
-    """Saves the LoRA adapters and head after every epoch; puts them back on resume.
+    """Saves the LoRA (or AdaLoRA) adapters and head after every epoch; puts them back on resume.
 
     `keras.callbacks.BackupAndRestore` saves weights with `save_weights`,
     which stores each adapted kernel with its update merged in and drops
@@ -242,28 +242,36 @@ class AdapterCheckpoints(keras.callbacks.Callback):
 
     Put this callback before `BackupAndRestore` in the callback list (an
     epoch's adapters are on disk before its weights backup) and
-    `self.restorer()` after it.
+    `self.restorer()` after it. AdaLoRA adapters, whose weights files hold
+    merged kernels too, are kept the same way with `save=save_adalora` and
+    `restore=restore_adalora` (their masks travel in the file).
 
     Args:
         directory: string. Where the adapter files go.
         backup_dir: string. `BackupAndRestore`'s `backup_dir`.
+        save: function `(model, path)` that writes the adapter file.
+            Defaults to `keras_encoder.adapters.save_adapters`.
+        restore: function `(model, path)` that puts the adapters back.
+            Defaults to `keras_encoder.adapters.restore_adapters`.
     """
 
-    def __init__(self, directory, backup_dir):
+    def __init__(self, directory, backup_dir, save=None, restore=None):
+        from keras_encoder.adapters import restore_adapters, save_adapters
+
         super().__init__()
         self.directory = directory
         self.backup_dir = backup_dir
+        self.save = save or save_adapters
+        self.restore = restore or restore_adapters
 
     def path(self, epoch):
         """The adapter file of `epoch` (1-based: after that many epochs)."""
         return os.path.join(self.directory, f"adapters-{epoch:03d}.safetensors")
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_encoder.adapters import save_adapters
-
         os.makedirs(self.directory, exist_ok=True)
         partial = self.path(epoch + 1) + ".partial"
-        save_adapters(self.model, partial)
+        self.save(self.model, partial)
         os.replace(partial, self.path(epoch + 1))
 
     def restorer(self):
@@ -277,8 +285,6 @@ class _AdapterRestorer(keras.callbacks.Callback):
         self.checkpoints = checkpoints
 
     def on_train_begin(self, logs=None):
-        from keras_encoder.adapters import restore_adapters
-
         metadata = os.path.join(self.checkpoints.backup_dir, "training_metadata.json")
         if not os.path.exists(metadata):
             return  # a fresh start
@@ -289,7 +295,7 @@ class _AdapterRestorer(keras.callbacks.Callback):
         path = self.checkpoints.path(epoch)
         if not os.path.exists(path):
             raise KerasEncoderError(
-                f"{path} is missing: the backup of epoch {epoch} cannot get its LoRA adapters "
+                f"{path} is missing: the backup of epoch {epoch} cannot get its adapters "
                 f"back. Delete {self.checkpoints.backup_dir} to start the run over."
             )
-        restore_adapters(self.model, path)
+        self.checkpoints.restore(self.model, path)

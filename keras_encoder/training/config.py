@@ -91,6 +91,11 @@ class TrainConfig:
     lora_rank: int = _CLASSIFY["lora_rank"]
     lora_alpha: float = _CLASSIFY["lora_alpha"]
     lora_targets: str = _CLASSIFY["lora_targets"]
+    # AdaLoRA: SVD-form adapters of initial rank `adalora_rank` on
+    # `lora_targets` (scaled by `lora_alpha`), pruned during training to an
+    # average of `adalora_target_rank` per kernel; the backbone is frozen.
+    adalora_rank: int = _CLASSIFY["adalora_rank"]
+    adalora_target_rank: int = _CLASSIFY["adalora_target_rank"]
     # Prefix tuning: this many learned key/value vectors per head in every
     # block train, with the task head; the backbone is frozen.
     prefix_length: int = _CLASSIFY["prefix_length"]
@@ -129,7 +134,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: {value!r}")
         for name in ("patience", "probe_sentences", "seed", "bigram_buckets", "window_features", "lora_rank",
-                     "prefix_length"):
+                     "prefix_length", "adalora_rank", "adalora_target_rank"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be a non-negative integer. Received: {value!r}")
@@ -185,6 +190,28 @@ class TrainConfig:
                 f"give one of them (received --lora-rank {self.lora_rank} "
                 f"--prefix-length {self.prefix_length})."
             )
+        if self.adalora_rank:
+            for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length)):
+                if value:
+                    raise ConfigError(
+                        f"--adalora-rank and {flag} are two ways to fine-tune a frozen backbone; "
+                        f"give one of them (received --adalora-rank {self.adalora_rank} {flag} {value})."
+                    )
+            if self.ema:
+                raise ConfigError(
+                    "--adalora-rank does not combine with a weight average; use --ema 0 "
+                    f"(received --ema {self.ema})."
+                )
+            if not 1 <= self.adalora_target_rank <= self.adalora_rank:
+                raise ConfigError(
+                    f"--adalora-target-rank must be from 1 to --adalora-rank ({self.adalora_rank}); "
+                    f"leave it out for half of it. Received: {self.adalora_target_rank}"
+                )
+        elif self.adalora_target_rank:
+            raise ConfigError(
+                "--adalora-target-rank applies with --adalora-rank only; give both or leave it out "
+                f"(received --adalora-target-rank {self.adalora_target_rank})."
+            )
         if self.prefix_length and self.ema:
             raise ConfigError(
                 "--prefix-length does not combine with a weight average; use --ema 0 "
@@ -196,7 +223,7 @@ class TrainConfig:
             raise ConfigError("--mask-rate applies to pretraining only (--task pretrain); leave it out.")
         if self.task == "pretrain":
             for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
-                                ("--teacher", self.teacher), ("--quantize", self.quantize),
+                                ("--adalora-rank", self.adalora_rank), ("--teacher", self.teacher), ("--quantize", self.quantize),
                                 ("--token-dropout", self.token_dropout), ("--crf", self.crf),
                                 ("--window-features", self.window_features)):
                 if value:
@@ -209,7 +236,7 @@ class TrainConfig:
 
             check_distillation_values(self.distill_temperature, self.distill_weight, self.distill_hidden_weight)
             for flag, value in (("--init", self.init), ("--lora-rank", self.lora_rank),
-                                ("--prefix-length", self.prefix_length)):
+                                ("--adalora-rank", self.adalora_rank), ("--prefix-length", self.prefix_length)):
                 if value:
                     raise ConfigError(
                         f"--teacher trains a smaller copy of the teacher, its weights its start; "

@@ -43,6 +43,8 @@ COMMON = {
     "lora_rank": 0,  # 0: every weight trains; R: LoRA adapters of rank R and the head only
     "lora_alpha": 0.0,  # LoRA scale alpha / rank; 0 means alpha = rank (scale 1), as in Keras
     "lora_targets": "query,value",  # the projections LoRA adapts, as in the LoRA paper
+    "adalora_rank": 0,  # 0: no AdaLoRA; R: AdaLoRA adapters of initial rank R (on lora_targets) and the head only
+    "adalora_target_rank": 0,  # AdaLoRA's average final rank; 0 (unset) becomes half of adalora_rank
     "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "mask_rate": 0.15,  # pretraining: BERT's share of masked tokens
     "logdir": "logs",  # run directories go here
@@ -124,8 +126,8 @@ def pretrained_start(init_task):
     return {} if init_task == "pretrain" else PRETRAINED
 
 
-# LoRA (`--lora-rank`) overrides these values: only the adapters and the
-# head train, which takes a larger step.
+# LoRA (`--lora-rank`) and AdaLoRA (`--adalora-rank`) override these
+# values: only the adapters and the head train, which takes a larger step.
 LORA = {
     "learning_rate": 5e-4,  # the LoRA paper's rate for RoBERTa (4e-4 to 5e-4); not yet chosen on validation here
     "ema": 0.0,  # adapter files hold the raw weights; a weight average would not match them
@@ -141,9 +143,17 @@ PREFIX = {
 
 
 def adapter_defaults(values):
-    """The defaults `--lora-rank` or `--prefix-length` in `values` override."""
+    """The defaults `--lora-rank`, `--adalora-rank` or `--prefix-length` in `values` override.
+
+    With `--adalora-rank R` the target rank defaults to `R // 2` (at least
+    1), a middle choice not yet tuned on validation here.
+    """
     if values.get("lora_rank"):
         return LORA
+    rank = values.get("adalora_rank")
+    if rank:
+        target = max(1, rank // 2) if isinstance(rank, int) and not isinstance(rank, bool) else 0
+        return {**LORA, "adalora_target_rank": target}
     if values.get("prefix_length"):
         return PREFIX
     return {}

@@ -31,7 +31,15 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from keras_encoder.adapters import enable_lora, enable_prefix_tuning
+from keras_encoder.adapters import (
+    AdaLoRABudget,
+    adalora_kept_ranks,
+    enable_adalora,
+    enable_lora,
+    enable_prefix_tuning,
+    restore_adalora,
+    save_adalora,
+)
 from keras_encoder.checkpoints import init_run_config, init_values, load_init
 from keras_encoder.compress.distill import (
     attach_teacher,
@@ -75,7 +83,7 @@ from keras_encoder.training.run_dir import (
 from keras_encoder.training.tasks import load_task, task_of
 
 STATE_FILE = "state.json"
-# The best epoch's LoRA adapters and head, for the base checkpoint.
+# The best epoch's LoRA (or AdaLoRA) adapters and head, for the base checkpoint.
 ADAPTERS_FILE = "adapters.safetensors"
 _KIND_NOUNS = {"classify": "classification", "tag": "tagging", "pretrain": "unlabelled"}
 
@@ -119,6 +127,12 @@ def train(values, echo=print, strategy=None, cluster=None):
             "--jit-compile does not run on a multi-worker cluster: XLA cannot compile the "
             "gradient exchange between workers (TensorFlow's collective ops have no XLA kernel "
             "on CPU). Leave --jit-compile out."
+        )
+    if cluster is not None and values.get("adalora_rank"):
+        # Each worker would score its own batches and mask other triplets.
+        raise ConfigError(
+            "--adalora-rank does not run on a multi-worker cluster: each worker would prune "
+            "different triplets. Train on one machine, or use --lora-rank."
         )
     # The split fractions and seed before the data picks the preset (the
     # tagging presets share them).
@@ -354,6 +368,18 @@ def _run(config, task, echo, strategy, cluster):
                     f"{len(lora['adapted']) // len(lora['targets'])} blocks: {trainable:,} of "
                     f"{lora['parameters']:,} parameters train (the adapters and the head)"
                 )
+            if config.adalora_rank:
+                adalora = enable_adalora(
+                    model, config.adalora_rank, config.adalora_target_rank, config.lora_alpha or None,
+                    config.lora_target_names(),
+                )
+                trainable = adalora["trainable_parameters"]
+                echo(
+                    f"AdaLoRA rank {config.adalora_rank}, pruned to {config.adalora_target_rank} on average, "
+                    f"on {', '.join(adalora['targets'])} of "
+                    f"{len(adalora['adapted']) // len(adalora['targets'])} blocks: {trainable:,} of "
+                    f"{adalora['parameters']:,} parameters train (the adapters and the head)"
+                )
             if config.prefix_length:
                 prefix = enable_prefix_tuning(model, config.prefix_length)
                 trainable = prefix["trainable_parameters"]
@@ -370,6 +396,8 @@ def _run(config, task, echo, strategy, cluster):
         state["trained"] = True
         state["resumed_after_epoch"] = resumed_after
         state["trainable_parameters"] = trainable
+        if config.adalora_rank:
+            state["adalora_schedule"] = adalora_schedule(config, int(task.datasets["train"].cardinality()))
         write_json(state_path, state)
     history = read_history(run_dir)
     monitor_best = best_epoch(history, monitor)
@@ -379,7 +407,8 @@ def _run(config, task, echo, strategy, cluster):
         # A LoRA checkpoint's optimizer state covers the adapters only.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = keras.models.load_model(os.path.join(run_dir, "checkpoints", "best.keras"))
-    if config.lora_rank:
+    adalora = {}
+    if config.lora_rank or config.adalora_rank:
         # The .keras file holds each adapted kernel with the best epoch's
         # update merged in, and no adapters (our attention layer rebuilds
         # its projections from its own config): the model, its export and
@@ -389,6 +418,10 @@ def _run(config, task, echo, strategy, cluster):
             int(monitor_best["epoch"]) + 1
         )
         shutil.copyfile(best_adapters, os.path.join(run_dir, ADAPTERS_FILE))
+        if config.adalora_rank:
+            kept = adalora_kept_ranks(best_adapters)
+            adalora = {"adalora_kept_ranks": kept, "adalora_kept_rank": sum(kept.values()),
+                       "adalora_schedule": state.get("adalora_schedule")}
     task_metrics, summary = task.evaluate(model)
 
     # === Artifacts ===
@@ -424,6 +457,9 @@ def _run(config, task, echo, strategy, cluster):
         "parameters": int(model.count_params()),
         "trainable_parameters": state.get("trainable_parameters"),
         "lora_rank": config.lora_rank,
+        "adalora_rank": config.adalora_rank,
+        "adalora_target_rank": config.adalora_target_rank,
+        **adalora,
         "prefix_length": config.prefix_length,
         "teacher": config.teacher,
         "resumed_after_epoch": state.get("resumed_after_epoch"),
@@ -533,9 +569,15 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, clust
     # entity F1) to the epoch logs that the recording callbacks then write.
     ema_swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
     backup_dir = os.path.join(run_dir, "backup")
-    adapter_files = AdapterCheckpoints(checkpoint_dir, backup_dir) if config.lora_rank else None
+    adapter_files = budget = None
+    if config.lora_rank:
+        adapter_files = AdapterCheckpoints(checkpoint_dir, backup_dir)
+    if config.adalora_rank:
+        adapter_files = AdapterCheckpoints(checkpoint_dir, backup_dir, save=save_adalora, restore=restore_adalora)
+        budget = AdaLoRABudget(task.datasets["train"], **adalora_schedule(config, steps_per_epoch))
     callbacks = [
         *([ema_swap] if ema_swap is not None else []),
+        *([budget] if budget is not None else []),
         *task.callbacks(run_dir),
         AttentionMapCallback(os.path.join(run_dir, "validation"), probe_ids, probe_tokens),
         keras.callbacks.ModelCheckpoint(
@@ -583,6 +625,25 @@ def _fit(config, task, model, run_dir, tokenizer, monitor, echo, strategy, clust
             "Try a lower --learning-rate."
         )
     return len(history) or None
+
+
+def adalora_schedule(config, steps_per_epoch):
+    """`AdaLoRABudget`'s schedule for a run: the keyword arguments after `data`.
+
+    Full rank for the first tenth of the steps, then the cubic fall, then
+    the last three tenths at the target rank, as the paper's runs also end
+    on a long phase at the final budget (these shares are not yet tuned
+    here). Scores are taken every 10 steps, or more often in a short run,
+    so at least 20 scorings happen; each costs one extra forward and
+    backward pass.
+    """
+    total = config.epochs * steps_per_epoch
+    return {
+        "total_steps": total,
+        "initial_warmup": total // 10,
+        "final_warmup": 3 * total // 10,
+        "interval": max(1, min(10, total // 20)),
+    }
 
 
 def _probe_sentences(tokenizer, validation_ids, count):

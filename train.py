@@ -104,6 +104,9 @@ HELP = {
     "prefix_length": "prefix tuning: train this many key/value vectors per head in every block and the "
     "task head only, the backbone frozen (0: no prefix)",
     "mask_rate": "pretraining: share of tokens masked (80%% [MASK], 10%% random, 10%% kept) and predicted",
+    "mask_spans": "pretraining: longest span of consecutive tokens masked together (1: single tokens; "
+    "2 to 4: MacBERT's n-gram masking, spans of 1 to 4 tokens drawn with probabilities 0.4, 0.3, 0.2, 0.1, "
+    "cut to the longest and renormalized, each span [MASK], random or kept as a whole)",
     "teacher": "distillation: a finished classification run whose model teaches a student of "
     "--layers of its blocks (default: a third), on its temperature-softened outputs and the labels",
     "distill_temperature": "distillation: softmax temperature of the teacher's and student's logits",

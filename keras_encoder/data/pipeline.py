@@ -8,10 +8,10 @@ then grouped by length, so a batch of 20-token sentences is padded to about
 
 import math
 
-import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_encoder.data.masking import mask_generator
 from keras_encoder.text.tokenizer import RESERVED_TOKENS
 
 # Upper bounds of the length buckets, in tokens. A batch is padded to the
@@ -167,10 +167,12 @@ def masked_lm_dataset(
     bucket_boundaries=DEFAULT_BUCKET_BOUNDARIES,
     fixed_masks=False,
     padded_lengths=(),
+    mask_spans=1,
 ):
     """Batches for `EncoderMaskedLM`: `(inputs, mask_ids, mask_weights)`.
 
-    Masks are drawn by `keras_hub.layers.MaskedLMMaskGenerator` (80%
+    Masks are drawn by `keras_encoder.data.masking.mask_generator` (single
+    tokens, or with `mask_spans` > 1 spans of up to that many tokens; 80%
     `[MASK]`, 10% random token, 10% unchanged), never on padding, `[CLS]`
     or `[SEP]`: per batch as batches come (with a global seed set, each
     epoch replays the same random stream on its reshuffled batches), or
@@ -181,13 +183,7 @@ def masked_lm_dataset(
     resumed run scores a new sample of the same size from its resume on.
     `padded_lengths` as in `classification_dataset`.
     """
-    generator = keras_hub.layers.MaskedLMMaskGenerator(
-        vocabulary_size=tokenizer.vocabulary_size,
-        mask_selection_rate=mask_rate,
-        mask_token_id=tokenizer.mask_id,
-        mask_selection_length=max(1, math.ceil(mask_rate * tokenizer.sequence_length)),
-        unselectable_token_ids=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id],
-    )
+    generator = mask_generator(tokenizer, mask_rate, mask_spans)
 
     def mask(ids, _):
         masked = generator(ids)

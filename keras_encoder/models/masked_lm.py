@@ -1,12 +1,12 @@
 """`EncoderMaskedLM`: masked-language-model pretraining of a backbone."""
 
-import math
 import warnings
 
 import keras
 import keras_hub
 import tensorflow as tf
 
+from keras_encoder.data.masking import check_mask_spans, mask_generator
 from keras_encoder.models.task import EncoderTask, backbone_on_token_ids
 
 # The head gathers the masked positions only, so it drops the padding
@@ -27,22 +27,32 @@ class EncoderMaskedLM(EncoderTask):
     mask_ids, mask_weights)`; with a preprocessor, `fit` takes raw strings
     and draws the masks itself (`mask_rate` of the tokens, anew each epoch:
     80% `[MASK]`, 10% a random token, 10% unchanged; never padding,
-    `[CLS]` or `[SEP]`). The trained `backbone` then starts a classifier or
-    tagger.
+    `[CLS]` or `[SEP]`). With `mask_spans` > 1 it masks spans of up to that
+    many consecutive tokens instead of single tokens (MacBERT's n-gram
+    masking: lengths 1-4 with probabilities 0.4, 0.3, 0.2, 0.1, truncated
+    and renormalized), still `mask_rate` of the tokens on average, each
+    span made `[MASK]`, random or kept as a whole
+    (`keras_encoder.data.masking.SpanMaskGenerator`). The trained
+    `backbone` then starts a classifier or tagger.
 
     Args:
         backbone: the functional encoder from `build_encoder`.
         preprocessor: an `EncoderPreprocessor`, or `None`.
         mask_rate: float. Share of tokens masked. Defaults to `0.15`.
+        mask_spans: int. Longest span of consecutive tokens masked
+            together, 1 to 4; 1 masks single tokens with keras-hub's
+            `MaskedLMMaskGenerator`. Defaults to `1`.
         **kwargs: other keyword arguments of `keras.Model`.
 
     References:
      - [Devlin et al., 2019](https://arxiv.org/abs/1810.04805)
+     - [Cui et al., 2020](https://arxiv.org/abs/2004.13922) (MacBERT)
     """
 
-    def __init__(self, backbone, preprocessor=None, mask_rate=0.15, **kwargs):
+    def __init__(self, backbone, preprocessor=None, mask_rate=0.15, mask_spans=1, **kwargs):
         if not 0 < mask_rate < 1:
             raise ValueError(f"`mask_rate` must be in (0, 1). Received: mask_rate={mask_rate!r}")
+        check_mask_spans(mask_spans)
         embedding = backbone.get_layer("embedding")
         # === Layers ===
         head = keras_hub.layers.MaskedLMHead(
@@ -63,6 +73,7 @@ class EncoderMaskedLM(EncoderTask):
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.mask_rate = mask_rate
+        self.mask_spans = mask_spans
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
         """Compile with the masked LM's defaults: AdamW at 1e-3, and
@@ -78,15 +89,10 @@ class EncoderMaskedLM(EncoderTask):
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
 
     def mask_generator(self):
-        """The `keras_hub.layers.MaskedLMMaskGenerator` that `fit` uses on raw text."""
+        """The masks `fit` draws on raw text: keras-hub's
+        `MaskedLMMaskGenerator` for `mask_spans=1`, else a `SpanMaskGenerator`."""
         tokenizer = self._require_preprocessor("mask_generator").tokenizer
-        return keras_hub.layers.MaskedLMMaskGenerator(
-            vocabulary_size=tokenizer.vocabulary_size,
-            mask_selection_rate=self.mask_rate,
-            mask_token_id=tokenizer.mask_id,
-            mask_selection_length=max(1, math.ceil(self.mask_rate * tokenizer.sequence_length)),
-            unselectable_token_ids=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id],
-        )
+        return mask_generator(tokenizer, self.mask_rate, self.mask_spans)
 
     def _text_batches(self, x, y=None, sample_weight=None, batch_size=None, shuffle=False):
         batches = super()._text_batches(x, None, None, batch_size, shuffle)
@@ -103,5 +109,5 @@ class EncoderMaskedLM(EncoderTask):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mask_rate": self.mask_rate})
+        config.update({"mask_rate": self.mask_rate, "mask_spans": self.mask_spans})
         return config

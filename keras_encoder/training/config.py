@@ -24,6 +24,8 @@ ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 LORA_TARGETS = ("query", "key", "value", "attention_output", "ffn_inner", "ffn_outer")
 # Quantized exports (`keras_encoder.compress.quantize`).
 QUANTIZE_MODES = ("int8", "int8-weights")
+# Longest masked span (`keras_encoder.data.masking.SPAN_PROBABILITIES`).
+MAX_MASK_SPANS = 4
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1", "val_token_accuracy", "val_entity_f1")
 _CLASSIFY = PRESETS["classify"]
 
@@ -99,8 +101,10 @@ class TrainConfig:
     # Prefix tuning: this many learned key/value vectors per head in every
     # block train, with the task head; the backbone is frozen.
     prefix_length: int = _CLASSIFY["prefix_length"]
-    # Pretraining (task "pretrain"): share of tokens masked and predicted.
+    # Pretraining (task "pretrain"): share of tokens masked and predicted,
+    # and the longest span of consecutive tokens masked together.
     mask_rate: float = _CLASSIFY["mask_rate"]
+    mask_spans: int = _CLASSIFY["mask_spans"]
     # Distillation: a finished classification run to learn from ("": none);
     # the student keeps `layers` of its blocks (see keras_encoder.compress.distill).
     teacher: str = ""
@@ -221,6 +225,11 @@ class TrainConfig:
             raise ConfigError(f"--mask-rate must be in (0, 1). Received: {self.mask_rate!r}")
         if self.task != "pretrain" and self.mask_rate != PRESETS["pretrain"]["mask_rate"]:
             raise ConfigError("--mask-rate applies to pretraining only (--task pretrain); leave it out.")
+        spans = self.mask_spans
+        if isinstance(spans, bool) or not isinstance(spans, int) or not 1 <= spans <= MAX_MASK_SPANS:
+            raise ConfigError(f"--mask-spans must be an integer from 1 to {MAX_MASK_SPANS}. Received: {spans!r}")
+        if self.task != "pretrain" and spans != PRESETS["pretrain"]["mask_spans"]:
+            raise ConfigError("--mask-spans applies to pretraining only (--task pretrain); leave it out.")
         if self.task == "pretrain":
             for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
                                 ("--adalora-rank", self.adalora_rank), ("--teacher", self.teacher), ("--quantize", self.quantize),

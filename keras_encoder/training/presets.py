@@ -47,6 +47,7 @@ COMMON = {
     "adalora_target_rank": 0,  # AdaLoRA's average final rank; 0 (unset) becomes half of adalora_rank
     "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "mask_rate": 0.15,  # pretraining: BERT's share of masked tokens
+    "mask_spans": 1,  # pretraining: single tokens, as BERT; spans (MacBERT) not yet chosen on validation here
     "logdir": "logs",  # run directories go here
     # Off: XLA on batches padded to the 6 bucket lengths measured 0.82x in
     # train.py and 1.61x in the speed bench on the same AVX2 host within the

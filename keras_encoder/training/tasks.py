@@ -350,6 +350,7 @@ class PretrainTask(_TextSplits):
                 shuffle=name == "train",
                 seed=config.seed,
                 mask_rate=config.mask_rate,
+                mask_spans=config.mask_spans,
                 fixed_masks=name != "train",
                 padded_lengths=options["padded_lengths"],
             )
@@ -360,7 +361,9 @@ class PretrainTask(_TextSplits):
         return EncoderPreprocessor(tokenizer)
 
     def build_model(self, config, backbone, preprocessor):
-        return EncoderMaskedLM(backbone, preprocessor=preprocessor, mask_rate=config.mask_rate)
+        return EncoderMaskedLM(
+            backbone, preprocessor=preprocessor, mask_rate=config.mask_rate, mask_spans=config.mask_spans
+        )
 
     def monitor(self, name, crf=False):
         """`(name, mode)` of the validation score `name` (`val_accuracy`: of the masked tokens)."""
@@ -376,6 +379,7 @@ class PretrainTask(_TextSplits):
             f"{split}_masked_lm_accuracy": float(scores["accuracy"]),
             f"{split}_masked_lm_loss": float(scores["loss"]),
             "mask_rate": model.mask_rate,
+            "mask_spans": model.mask_spans,
         }
         line = (
             f"{split.capitalize()} masked-LM accuracy {scores['accuracy']:.4f}, "

@@ -1,9 +1,14 @@
 """`EncoderMaskedLM`: the task contract, masks, padding, saving, pretraining, errors."""
 
+import json
+import zipfile
+
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
+from keras_encoder.data.masking import SpanMaskGenerator
 from keras_encoder.models import EncoderClassifier, EncoderMaskedLM, EncoderPreprocessor
 
 TEXTS = ["这个手机很好用", "质量太差了", "还不错 推荐", "mixed English 和中文", "很好", "太差"]
@@ -113,10 +118,48 @@ def test_from_preset_puts_a_new_head_on_a_saved_masked_lm(masked_lm, tokenizer, 
     assert isinstance(EncoderMaskedLM.from_preset(str(tmp_path)), EncoderMaskedLM)
 
 
+@pytest.mark.slow
+def test_span_masking_trains_saves_and_loads(make_backbone, tokenizer, tmp_path):
+    model = EncoderMaskedLM(make_backbone(), EncoderPreprocessor(tokenizer), mask_spans=3)
+    generator = model.mask_generator()
+    assert isinstance(generator, SpanMaskGenerator)
+    assert (generator.mask_spans, generator.mask_rate, generator.mask_selection_length) == (3, 0.15, 5)
+    model.compile()
+    history = model.fit(TEXTS, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.get_config()["mask_spans"] == 3
+    path = tmp_path / "spans.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert (loaded.mask_spans, loaded.mask_rate) == (3, 0.15)
+    assert isinstance(loaded.mask_generator(), SpanMaskGenerator)
+
+
+def test_a_file_saved_before_span_masking_loads_with_single_tokens(masked_lm, tmp_path):
+    assert masked_lm.mask_spans == 1
+    assert isinstance(masked_lm.mask_generator(), keras_hub.layers.MaskedLMMaskGenerator)
+    masked_lm.save(tmp_path / "new.keras")
+    # The same file without the `mask_spans` entry, as older versions wrote it.
+    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
+        for item in new.infolist():
+            data = new.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("mask_spans") == 1
+                data = json.dumps(config)
+            old.writestr(item, data)
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    assert (loaded.mask_spans, loaded.mask_rate) == (1, 0.15)
+    assert isinstance(loaded.mask_generator(), keras_hub.layers.MaskedLMMaskGenerator)
+
+
 def test_bad_arguments_name_the_argument(make_backbone):
     for rate in (0, 1, 1.5):
         with pytest.raises(ValueError, match=f"mask_rate={rate}"):
             EncoderMaskedLM(make_backbone(), mask_rate=rate)
+    for spans in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match=f"mask_spans={spans}"):
+            EncoderMaskedLM(make_backbone(), mask_spans=spans)
     model = EncoderMaskedLM(make_backbone())
     model.compile()
     with pytest.raises(ValueError, match="needs a preprocessor"):

@@ -59,6 +59,10 @@ CASES = {
         r"--task pretrain reads --data \S+data\.csv as unlabelled data, which it is not \(.*one text per line",
     ),
     "mask rate when classifying": (ENOUGH, ["--mask-rate", "0.3"], "--mask-rate applies to pretraining only"),
+    "mask spans when classifying": (ENOUGH, ["--mask-spans", "3"], "--mask-spans applies to pretraining only"),
+    "mask spans past 4": (
+        ENOUGH, ["--task", "pretrain", "--mask-spans", "5"], "--mask-spans must be an integer from 1 to 4. Received: 5"
+    ),
     "pretraining with a teacher": (ENOUGH, ["--task", "pretrain", "--teacher", "logs/x"],
                                    "--teacher does not apply to pretraining"),
     "unlabelled text to classify": (ENOUGH, ["--data", "chinese-text", "--task", "classify"],

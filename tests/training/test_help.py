@@ -62,6 +62,9 @@ def test_help_is_fast_and_shows_the_values_a_run_uses():
         "--task {classify,tag,pretrain}",
         "--mask-rate MASK_RATE pretraining: share of tokens masked (80% [MASK], 10% random, 10% kept) "
         "and predicted (default: 0.15)",
+        "--mask-spans MASK_SPANS pretraining: longest span of consecutive tokens masked together (1: single "
+        "tokens; 2 to 4: MacBERT's n-gram masking",
+        "kept as a whole) (default: 1)",
     ):
         assert shown in text, shown
     for gone in ("--ngram-features", "--optimizer", "--pretrain-epochs"):

@@ -134,6 +134,14 @@ BAD = {
         {"prefix_length": 8, "ema": 0.99},
         r"--prefix-length does not combine with a weight average; use --ema 0",
     ),
+    "mask spans when classifying": ({"mask_spans": 2}, "--mask-spans applies to pretraining only"),
+    "no mask spans": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "mask_spans": 0},
+        "--mask-spans must be an integer from 1 to 4. Received: 0",
+    ),
+    "mask spans past 4": ({"mask_spans": 5}, "--mask-spans must be an integer from 1 to 4. Received: 5"),
+    "fractional mask spans": ({"mask_spans": 2.0}, "--mask-spans must be an integer from 1 to 4. Received: 2.0"),
+    "mask spans as bool": ({"mask_spans": True}, "--mask-spans must be an integer from 1 to 4. Received: True"),
     "prefix and lora": (
         {"prefix_length": 8, "lora_rank": 4, "ema": 0.0},
         r"give one of them \(received --lora-rank 4 --prefix-length 8\)",
@@ -164,6 +172,18 @@ def test_config_file_errors_name_the_file(tmp_path):
         TrainConfig.read_json_file(str(path))
     with pytest.raises(ConfigError, match="Config file not found"):
         TrainConfig.read_json_file(str(tmp_path / "nope.json"))
+
+
+def test_mask_spans_is_for_pretraining_up_to_the_longest_span_the_masks_know():
+    from keras_encoder.data.masking import SPAN_PROBABILITIES
+    from keras_encoder.training.config import MAX_MASK_SPANS
+
+    assert MAX_MASK_SPANS == len(SPAN_PROBABILITIES)
+    assert PRESETS["pretrain"]["mask_spans"] == 1  # single tokens until spans are measured
+    config = TrainConfig.from_preset("pretrain", mask_spans=3)
+    assert config.mask_spans == 3 and json.loads(config.to_json())["mask_spans"] == 3
+    # The default is accepted with any task, as --mask-rate's is.
+    assert TrainConfig(mask_spans=1).mask_spans == 1
 
 
 def test_config_lists_the_lora_targets_the_adapters_know():

@@ -70,6 +70,31 @@ def test_pretraining_writes_a_run_directory_scored_on_held_out_masks(pretrained)
 
 
 @pytest.mark.slow
+def test_pretraining_with_span_masking_records_and_keeps_it(tmp_path):
+    import keras
+
+    from keras_encoder.data.masking import SpanMaskGenerator
+
+    rng = np.random.default_rng(2)
+    lines = ["".join(rng.choice(CHARACTERS, size=rng.integers(4, 20))) for _ in range(100)]
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = train(
+        "--task", "pretrain", "--data", str(tmp_path / "text.txt"), "--logdir", str(tmp_path / "logs"),
+        "--mask-spans", "3", "--epochs", "1", "--layers", "1", "--hidden", "16", "--heads", "2",
+        "--intermediate", "32", "--bigram-buckets", "0", "--batch-size", "32", "--max-length", "24",
+        "--validation-fraction", "0.1", "--test-fraction", "0.1", "--probe-sentences", "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "logs" / "text"
+    assert json.loads((run / "config.json").read_text())["mask_spans"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["mask_spans"], metrics["mask_rate"]) == (3, 0.15)
+    assert 0 <= metrics["test_masked_lm_accuracy"] <= 1 and metrics["test_masked_lm_loss"] > 0
+    model = keras.models.load_model(run / "model.keras")
+    assert model.mask_spans == 3 and isinstance(model.mask_generator(), SpanMaskGenerator)
+
+
+@pytest.mark.slow
 def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretrained, tmp_path):
     root, run, _ = pretrained
     rng = np.random.default_rng(1)

@@ -19,7 +19,8 @@ on first use, which a server pays once). The table reports the median over
 rounds and the range.
 
 `--write` puts the table in BENCHMARKS.md (or the file it names) under
-"## Smaller and faster", replacing only that section.
+"## Smaller and faster" (or the `--section` heading), replacing only that
+section.
 """
 
 import argparse
@@ -88,11 +89,11 @@ def describe(run_dir):
     }
 
 
-def render(rows, command, rounds, texts, latency_samples):
+def render(rows, command, rounds, texts, latency_samples, section=SECTION):
     anchor = rows[0]
     score_label = anchor["score_name"].replace("test_", "test ").replace("_", " ")
     lines = [
-        SECTION,
+        section,
         "",
         f"`{command}`",
         "",
@@ -131,6 +132,10 @@ def main(argv=None):
         "--write", nargs="?", const=os.path.join(REPO, "BENCHMARKS.md"), metavar="PATH",
         help="write the table into this Markdown file (default: BENCHMARKS.md), replacing its section",
     )
+    parser.add_argument(
+        "--section", default=SECTION,
+        help=f"the Markdown heading of the table, which --write replaces (default: {SECTION!r})",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -138,6 +143,8 @@ def main(argv=None):
         return
     if not args.runs:
         parser.error("name at least one finished run directory")
+    if not args.section.startswith("## ") or "\n" in args.section:
+        parser.error(f"--section must be one '## ' heading line. Received: {args.section!r}")
     rows = [describe(os.path.normpath(run)) for run in args.runs]
     for row in rows:
         row["timings"] = []
@@ -154,12 +161,13 @@ def main(argv=None):
     command = "python bench/compress.py " + " ".join(
         [*args.runs, "--rounds", str(args.rounds), "--texts", str(args.texts),
          "--latency-samples", str(args.latency_samples)]
+        + ([] if args.section == SECTION else ["--section", repr(args.section)])
     )
-    table = render(rows, command, args.rounds, args.texts, args.latency_samples)
+    table = render(rows, command, args.rounds, args.texts, args.latency_samples, args.section)
     print()
     print(table)
     if args.write:
-        write_section(table, args.write, SECTION)
+        write_section(table, args.write, args.section)
         print(f"Written to {args.write}")
 
 

@@ -21,9 +21,12 @@ Command line, for a finished classification run:
 
 writes `logs/wordnet-supersenses-pruned50/` (`config.json`, `model.keras`,
 `export/`, `metrics.json`): the validation scores of the full model, of
-the pruned one and of the pruned one after `--steps` fine-tuning steps,
-and the test scores of the last, scored once. The source run is not
-touched.
+the pruned one and of the pruned one after `--steps` fine-tuning steps
+(AdamW, the learning rate decaying linearly from the run's peak to zero),
+and the test scores of what is kept, scored once. The fine-tuned weights
+are kept only if their validation accuracy is higher than the pruned
+model's before fine-tuning (`fine_tuned_kept` in `metrics.json`). The
+source run is not touched.
 
 References:
     - [Michel et al., 2019](https://arxiv.org/abs/1905.10650)
@@ -39,6 +42,9 @@ import numpy as np
 
 from keras_encoder.compress.quantize import check_finished_run, directory_bytes, headline_scores, run_task
 from keras_encoder.errors import ConfigError, KerasEncoderError
+
+# The validation score that decides whether the fine-tuned weights are kept.
+SCORE = "validation_accuracy"
 
 
 def head_importance(model, batches, normalize=True):
@@ -249,14 +255,26 @@ def prune_run(run_dir, share=0.5, steps=300, score_batches=32, out=None, echo=pr
     ))
     before, before_line = task.evaluate(pruned, "validation")
     echo(f"Pruned, before fine-tuning: {before_line} (full model: {full_line})")
+    # The source run ended at a learning rate decayed to zero; restarting
+    # at a constant peak moves the weights out of that minimum, so the
+    # brief fine-tune decays linearly from the run's peak to zero.
+    schedule = keras.optimizers.schedules.PolynomialDecay(config.learning_rate, max(steps, 1), 0.0)
     pruned.compile(
-        optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0),
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, clipnorm=1.0),
         jit_compile=False,  # batches of many lengths, as in train.py
     )
+    pruned_weights = pruned.get_weights()
     if steps:
         pruned.fit(task.datasets["train"].repeat(), steps_per_epoch=steps, epochs=1, verbose="auto")
     after, after_line = task.evaluate(pruned, "validation")
     echo(f"Pruned, after {steps} fine-tuning steps: {after_line}")
+    # Chosen on validation: the fine-tuned weights only where they score higher.
+    fine_tuned_kept = bool(steps) and after[SCORE] > before[SCORE]
+    if not fine_tuned_kept:
+        pruned.set_weights(pruned_weights)
+        if steps:
+            echo(f"Kept the weights before fine-tuning: its {SCORE} {after[SCORE]:.4f} is not above "
+                 f"{before[SCORE]:.4f}")
     test_metrics, test_line = task.evaluate(pruned, "test")
 
     staging = out + ".partial"
@@ -280,6 +298,7 @@ def prune_run(run_dir, share=0.5, steps=300, score_batches=32, out=None, echo=pr
         "validation_full": headline_scores(full, "validation"),
         "validation_pruned": headline_scores(before, "validation"),
         "validation_fine_tuned": headline_scores(after, "validation"),
+        "fine_tuned_kept": fine_tuned_kept,
         **test_metrics,
         "full_test": headline_scores(source, "test"),
         "export_bytes": directory_bytes(os.path.join(staging, "export")),

@@ -165,6 +165,10 @@ def test_train_quantize_flag_and_the_compress_commands_on_a_finished_run(tmp_pat
     assert trimmed["parameters"] < metrics["parameters"] and trimmed["fine_tune_steps"] == 2
     for key in ("validation_full", "validation_pruned", "validation_fine_tuned"):
         assert 0 <= trimmed[key]["validation_accuracy"] <= 1
+    # The fine-tuned weights are kept only where validation says so.
+    better = trimmed["validation_fine_tuned"]["validation_accuracy"] > trimmed["validation_pruned"]["validation_accuracy"]
+    assert trimmed["fine_tuned_kept"] is better
+    assert ("Kept the weights before fine-tuning" in done.stdout) is not better
     assert trimmed["full_test"]["test_accuracy"] == metrics["test_accuracy"]  # the source run's
     reloaded = keras.models.load_model(pruned / "model.keras")
     assert reloaded.backbone.get_layer("block_0").attention.num_heads == 1
@@ -185,15 +189,18 @@ def test_train_quantize_flag_and_the_compress_commands_on_a_finished_run(tmp_pat
 
     # bench/compress.py compares the runs, and replaces only its section.
     report = tmp_path / "BENCHMARKS.md"
-    report.write_text("# Benchmarks\n\n## Smaller and faster\n\nold table\n\n## Other\n\nkept\n")
+    report.write_text("# Benchmarks\n\n## Smaller and faster\n\nother table\n\n"
+                      "## Smaller and faster: tiny\n\nold table\n\n## Other\n\nkept\n")
     bench = [
         sys.executable, os.path.join(REPO, "bench", "compress.py"), str(run), str(out), str(pruned),
         str(student), "--rounds", "1", "--texts", "32", "--latency-samples", "3", "--write", str(report),
+        "--section", "## Smaller and faster: tiny",
     ]
     done = subprocess.run(bench, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
     assert "old table" not in text and text.endswith("## Other\n\nkept\n")
+    assert "## Smaller and faster\n\nother table\n\n## Smaller and faster: tiny\n\n`python bench/" in text
     rows = [line for line in text.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 4, text
     assert rows[0].startswith(f"| tiny | {metrics['test_accuracy']:.4f} | ")

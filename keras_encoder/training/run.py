@@ -176,14 +176,16 @@ def train(values, echo=print, strategy=None, cluster=None):
         )
     batch_size = values.get("batch_size", PRESETS[preset]["batch_size"])
     defaults = fitted_to_data({**PRESETS[preset], "batch_size": batch_size}, **task.data_sizes())
+    init_task = None
     if values.get("init"):
         architecture, max_positions = _fixed_architecture("--init", values["init"], values)
         if max_positions is not None:
             defaults["max_length"] = min(defaults["max_length"], max_positions)
-        defaults = {**defaults, **pretrained_start(init_run_config(values["init"]).get("task")), **architecture}
+        init_task = init_run_config(values["init"]).get("task")
+        defaults = {**defaults, **pretrained_start(init_task), **architecture}
     if student:
         defaults = {**defaults, **PRETRAINED, **student}
-    defaults = {**defaults, **adapters}
+    defaults = {**defaults, **adapter_defaults(values, init_task)}
     config = TrainConfig.from_dict(
         {**defaults, **values, "preset": preset, "task": task.name, "tag_scheme": task.scheme}
     )

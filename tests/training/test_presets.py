@@ -192,3 +192,13 @@ def test_config_lists_the_lora_targets_the_adapters_know():
 
     assert LORA_TARGETS == ADAPTER_TARGETS
     assert TrainConfig(lora_targets="value, query").lora_target_names() == ("value", "query")
+
+
+def test_adapters_from_our_own_pretraining_take_a_larger_learning_rate():
+    from keras_encoder.training.presets import adapter_defaults
+
+    assert adapter_defaults({"lora_rank": 8})["learning_rate"] == 5e-4  # a BERT checkpoint
+    assert adapter_defaults({"lora_rank": 8}, "pretrain")["learning_rate"] == 2e-3
+    assert adapter_defaults({"adalora_rank": 8}, "pretrain")["learning_rate"] == 2e-3
+    assert adapter_defaults({"prefix_length": 8}, "pretrain")["learning_rate"] == 5e-3
+    assert adapter_defaults({}, "pretrain") == {}

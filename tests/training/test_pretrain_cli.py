@@ -119,6 +119,14 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
     # Our own pretraining keeps the task preset's schedule, not a BERT checkpoint's.
     assert (config["learning_rate"], config["token_dropout"]) == (1e-3, 0.1)
     assert (fine_tuned / "export" / "saved_model.pb").exists()
+    # LoRA from our own pretraining takes its larger learning rate.
+    result = train(
+        "--data", str(tmp_path / "labelled.csv"), "--init", str(run), "--logdir", str(tmp_path / "logs"),
+        "--epochs", "1", "--batch-size", "16", "--probe-sentences", "1", "--lora-rank", "2",
+        "--run-name", "lora",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "logs" / "lora" / "config.json").read_text())["learning_rate"] == 2e-3
 
     # A run pretrained on chinese-text at seed 1234 left out the reviews' held-out
     # text of that seed only: another seed is refused before any data is read.

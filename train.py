@@ -92,7 +92,8 @@ HELP = {
     "probe_sentences": "validation sentences drawn as attention maps each epoch",
     "lora_rank": "train LoRA adapters of this rank and the task head only, the backbone frozen; "
     "the export merges them (0: train every weight)",
-    "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)",
+    "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank; "
+    "with --adalora-rank the default is 8 x the rank)",
     "lora_targets": "comma-separated projections LoRA adapts: query, key, value, attention_output, "
     "and the feed-forward kernels ffn_inner, ffn_outer",
     "adalora_rank": "AdaLoRA: train SVD-form adapters of this initial rank on --lora-targets (scaled by "

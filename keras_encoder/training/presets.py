@@ -139,6 +139,7 @@ LORA = {
 # value, rank 8), 0.8445 against 0.8191 (all six projections; RESULTS.md,
 # LoRA on our own checkpoint).
 OWN_CHECKPOINT_LORA = {"learning_rate": 2e-3}
+ADALORA_SCALE = 8.0  # AdaLoRA's default alpha / rank (see adapter_defaults)
 
 
 # Prefix tuning (`--prefix-length`) overrides these values: only the
@@ -156,15 +157,20 @@ def adapter_defaults(values, init_task=None):
     own pretraining runs, whose LoRA takes `OWN_CHECKPOINT_LORA`'s larger
     learning rate), or `None`. With `--adalora-rank R` the target rank
     defaults to `R // 2` (at least 1), a middle choice not yet tuned on
-    validation here.
+    validation here, and `--lora-alpha` to `ADALORA_SCALE` times the rank.
     """
     lora = {**LORA, **(OWN_CHECKPOINT_LORA if init_task == "pretrain" else {})}
     if values.get("lora_rank"):
         return lora
     rank = values.get("adalora_rank")
     if rank:
-        target = max(1, rank // 2) if isinstance(rank, int) and not isinstance(rank, bool) else 0
-        return {**lora, "adalora_target_rank": target}
+        valid = isinstance(rank, int) and not isinstance(rank, bool)
+        target = max(1, rank // 2) if valid else 0
+        # Scale alpha / rank = 8: one scalar per triplet moves about the
+        # learning rate per step, where LoRA moves every entry of B. Reviews
+        # validation accuracy 0.8399 against 0.7748 at scale 1 (rank 12 to 8,
+        # all six projections, 2e-3; RESULTS.md, Every variant on reviews).
+        return {**lora, "adalora_target_rank": target, "lora_alpha": ADALORA_SCALE * rank if valid else 0.0}
     if values.get("prefix_length"):
         return PREFIX
     return {}

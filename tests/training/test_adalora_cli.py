@@ -12,7 +12,9 @@ from tests.training.test_init import train, write_checkpoint, write_corpus
 
 
 def test_the_target_rank_defaults_to_half_and_the_lora_rate_applies():
-    assert adapter_defaults({"adalora_rank": 12}) == {"learning_rate": 5e-4, "ema": 0.0, "adalora_target_rank": 6}
+    assert adapter_defaults({"adalora_rank": 12}) == {
+        "learning_rate": 5e-4, "ema": 0.0, "adalora_target_rank": 6, "lora_alpha": 96.0
+    }
     assert adapter_defaults({"adalora_rank": 1})["adalora_target_rank"] == 1
     config = TrainConfig.from_preset("classify", **{**adapter_defaults({"adalora_rank": 8}), "adalora_rank": 8})
     assert (config.adalora_rank, config.adalora_target_rank, config.learning_rate) == (8, 4, 5e-4)
@@ -56,6 +58,7 @@ def test_adalora_trains_prunes_saves_adapters_alone_and_exports_merged(tmp_path)
     run = tmp_path / "logs" / "adalora"
     config = json.loads((run / "config.json").read_text())
     assert (config["adalora_rank"], config["adalora_target_rank"], config["learning_rate"]) == (4, 2, 5e-4)
+    assert config["lora_alpha"] == 32.0  # scale 8
     metrics = json.loads((run / "metrics.json").read_text())
     # Query and value (P 16 x 4, lambda 4, Q 4 x 16, each) and the head train.
     assert metrics["trainable_parameters"] == 2 * (16 * 4 + 4 + 4 * 16) + (16 * 2 + 2)

@@ -52,7 +52,6 @@ import os
 import keras
 import numpy as np
 from keras import ops
-from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from keras_encoder.adapters.lora import (
@@ -61,10 +60,12 @@ from keras_encoder.adapters.lora import (
     _backbone,
     _check_all_trainable,
     _check_arguments,
+    _check_metadata,
     _count,
     _drop_traced_functions,
     _head_variables,
     _projections,
+    read_safetensors_adapters,
 )
 from keras_encoder.errors import ConfigError, DataError
 
@@ -726,26 +727,10 @@ def _adapter_variables(attention):
 
 def _read_file(path):
     """`((rank, target_rank, alpha, gamma, targets), tensors)` of an AdaLoRA file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such adapter file.")
-    not_adapters = f"{path}: not an AdaLoRA adapter file (a safetensors file written by save_adalora)."
-    try:
-        with safe_open(path, framework="np") as file:
-            metadata = file.metadata() or {}
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise DataError(not_adapters) from error
-    if metadata.get("format") != FORMAT:
-        raise DataError(not_adapters)
-    try:
-        version = json.loads(metadata["version"])
-        rank = json.loads(metadata["rank"])
-        target_rank = json.loads(metadata["target_rank"])
-        alpha = json.loads(metadata["alpha"])
-        gamma = json.loads(metadata["gamma"])
-        targets = _check_arguments(rank, alpha, json.loads(metadata["targets"]))
-    except (KeyError, ValueError, TypeError) as error:
-        raise DataError(f"{path}: the adapter file's metadata is damaged ({error}).") from error
-    if version != VERSION:
-        raise DataError(f"{path}: AdaLoRA file version {version}; this keras_encoder reads version {VERSION}.")
+    values, tensors = read_safetensors_adapters(
+        path, FORMAT, VERSION, ("rank", "target_rank", "alpha", "gamma", "targets"),
+        "AdaLoRA adapter file", "save_adalora",
+    )
+    rank, target_rank, alpha, gamma, targets = values
+    targets = _check_metadata(path, lambda: _check_arguments(rank, alpha, targets))
     return (rank, target_rank, alpha, gamma, targets), tensors

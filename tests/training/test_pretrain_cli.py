@@ -138,6 +138,17 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
         keras_encoder_train({"data": "reviews", "init": str(claimed), "seed": 1,
                              "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
     assert not (tmp_path / "refused").exists()
+    # One pretrained with --held-out-seeds serves each seed named, and only those.
+    from keras_encoder.training.run import check_lineage
+
+    (claimed / "config.json").write_text(
+        json.dumps({**config, "data": "chinese-text", "seed": 1234, "held_out_seeds": "1234,1"})
+    )
+    check_lineage(str(claimed), "", "reviews", 1, 0.1, 0.1)
+    with pytest.raises(ConfigError, match="--held-out-seeds 1234,1 .*Fine-tune at --seed 1234 or 1 "):
+        keras_encoder_train({"data": "reviews", "init": str(claimed), "seed": 2,
+                             "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
+    (claimed / "config.json").write_text(json.dumps({**config, "data": "chinese-text", "seed": 1234}))
     # So is a run fine-tuned from it, as a start or as a teacher: the chain
     # of --init leads back to the pretraining.
     chained = tmp_path / "chained"

@@ -47,7 +47,7 @@ COMMON = {
     "adalora_target_rank": 0,  # AdaLoRA's average final rank; 0 (unset) becomes half of adalora_rank
     "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "mask_rate": 0.15,  # pretraining: BERT's share of masked tokens
-    "mask_spans": 1,  # pretraining: single tokens, as BERT; spans (MacBERT) not yet chosen on validation here
+    "mask_spans": 1,  # pretraining: single tokens; spans of 1-4 fine-tuned reviews to validation 0.8474 vs 0.8589
     "held_out_seeds": "",  # pretraining on chinese-text: leave out the held-out text of --seed's splits only
     "logdir": "logs",  # run directories go here
     # Off: XLA on batches padded to the 6 bucket lengths measured 0.82x in

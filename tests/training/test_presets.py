@@ -202,7 +202,7 @@ def test_mask_spans_is_for_pretraining_up_to_the_longest_span_the_masks_know():
     from keras_encoder.training.config import MAX_MASK_SPANS
 
     assert MAX_MASK_SPANS == len(SPAN_PROBABILITIES)
-    assert PRESETS["pretrain"]["mask_spans"] == 1  # single tokens until spans are measured
+    assert PRESETS["pretrain"]["mask_spans"] == 1  # single tokens: spans lost on validation (RESULTS.md)
     config = TrainConfig.from_preset("pretrain", mask_spans=3)
     assert config.mask_spans == 3 and json.loads(config.to_json())["mask_spans"] == 3
     # The default is accepted with any task, as --mask-rate's is.

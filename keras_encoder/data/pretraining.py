@@ -260,11 +260,17 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
     )
     if start_config.get("task") == "pretrain" and start_data in PRETRAINING_CORPORA:
         seeds = _held_out_seeds_of(start_config)
+        if seeds is None:
+            return (
+                f"{start} was pretrained on {start_data} with held_out_seeds "
+                f"{start_config.get('held_out_seeds')!r} in its config.json, which cannot be read, so "
+                f"no split is known to be left out of it; {wanted} may score text it was pretrained on."
+            )
         if seed in seeds and fractions == default:
             return None
         names = [str(value) for value in seeds]
         either = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-        left_out = f"--held-out-seeds {','.join(names)}" if len(names) > 1 else f"--seed {either}"
+        left_out = f"--seed {names[0]}" + (f" --held-out-seeds {','.join(names[1:])}" if len(names) > 1 else "")
         remedy = (
             "fine-tune with the default fractions (0.1, 0.1)" if seed in seeds
             else f"fine-tune at --seed {either} with the default fractions, or pretrain with "
@@ -288,12 +294,16 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
 
 
 def _held_out_seeds_of(config):
-    """The split seeds a pretraining run's `config.json` left the held-out text of out."""
-    text = config.get("held_out_seeds") or ""
+    """The split seeds a pretraining run's `config.json` left the held-out text of out.
+
+    Returns `None` when its `held_out_seeds` cannot be read.
+    """
+    from keras_encoder.training.config import parse_held_out_seeds
+
     try:
-        return tuple(int(part) for part in text.split(",")) if text else (config.get("seed"),)
-    except (AttributeError, ValueError):
-        return ()  # unreadable: nothing is known to be left out
+        return parse_held_out_seeds(config.get("held_out_seeds") or "", config.get("seed"))
+    except ConfigError:
+        return None
 
 
 def _check_seed(seed):

@@ -105,9 +105,9 @@ class TrainConfig:
     # and the longest span of consecutive tokens masked together.
     mask_rate: float = _CLASSIFY["mask_rate"]
     mask_spans: int = _CLASSIFY["mask_spans"]
-    # Pretraining on a built-in corpus: the split seeds (comma-separated)
+    # Pretraining on a built-in corpus: more split seeds (comma-separated)
     # whose validation and test text of the built-in Chinese tasks is left
-    # out ("": `seed` alone). Fine-tuning from the run may use any of them.
+    # out besides `seed`'s. Fine-tuning from the run may use any of them.
     held_out_seeds: str = _CLASSIFY["held_out_seeds"]
     # Distillation: a finished classification run to learn from ("": none);
     # the student keeps `layers` of its blocks (see keras_encoder.compress.distill).
@@ -234,7 +234,7 @@ class TrainConfig:
             raise ConfigError(f"--mask-spans must be an integer from 1 to {MAX_MASK_SPANS}. Received: {spans!r}")
         if self.task != "pretrain" and spans != PRESETS["pretrain"]["mask_spans"]:
             raise ConfigError("--mask-spans applies to pretraining only (--task pretrain); leave it out.")
-        seeds = self.held_out_seed_list()  # raises on a malformed list
+        self.held_out_seed_list()  # raises on a malformed list
         if self.held_out_seeds:
             from keras_encoder.data.pretraining import PRETRAINING_CORPORA
 
@@ -243,8 +243,6 @@ class TrainConfig:
                     f"--held-out-seeds applies to pretraining on {' or '.join(PRETRAINING_CORPORA)} only; "
                     "leave it out."
                 )
-            if len(set(seeds)) != len(seeds):
-                raise ConfigError(f"--held-out-seeds names a seed twice. Received: {self.held_out_seeds!r}")
         if self.task == "pretrain":
             for flag, value in (("--lora-rank", self.lora_rank), ("--prefix-length", self.prefix_length),
                                 ("--adalora-rank", self.adalora_rank), ("--teacher", self.teacher), ("--quantize", self.quantize),
@@ -363,16 +361,19 @@ class TrainConfig:
 
 
 def parse_held_out_seeds(text, seed):
-    """`--held-out-seeds` as a tuple of ints; `(seed,)` when it is empty."""
+    """`seed`, then the other seeds `--held-out-seeds` names, as a tuple of ints."""
     if not text:
         return (seed,)
     parts = [part.strip() for part in text.split(",")] if isinstance(text, str) else [None]
-    if not all(part and part.isdigit() for part in parts):
+    if not all(part and part.isascii() and part.isdigit() for part in parts):
         raise ConfigError(
             "--held-out-seeds must be a comma-separated list of non-negative integers, such as "
-            f"1234,1,2,3. Received: {text!r}"
+            f"1,2,3. Received: {text!r}"
         )
-    return tuple(int(part) for part in parts)
+    values = [int(part) for part in parts]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--held-out-seeds names a seed twice. Received: {text!r}")
+    return (seed, *(value for value in values if value != seed))
 
 
 def _flag(name):

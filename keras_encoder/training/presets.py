@@ -48,7 +48,7 @@ COMMON = {
     "prefix_length": 0,  # 0: no prefix; P: prefix tuning, P learned key/value vectors per head and block
     "mask_rate": 0.15,  # pretraining: BERT's share of masked tokens
     "mask_spans": 1,  # pretraining: single tokens; spans of 1-4 fine-tuned reviews to validation 0.8474 vs 0.8589
-    "held_out_seeds": "",  # pretraining on chinese-text: leave out the held-out text of --seed's splits only
+    "held_out_seeds": "",  # pretraining on chinese-text: leave out the held-out text of --seed's split only
     "logdir": "logs",  # run directories go here
     # Off: XLA on batches padded to the 6 bucket lengths measured 0.82x in
     # train.py and 1.61x in the speed bench on the same AVX2 host within the

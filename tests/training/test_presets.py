@@ -152,8 +152,13 @@ BAD = {
     "negative held-out seed": (
         {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
          "held_out_seeds": "1234,-1"},
-        r"--held-out-seeds must be a comma-separated list of non-negative integers, such as 1234,1,2,3. "
+        r"--held-out-seeds must be a comma-separated list of non-negative integers, such as 1,2,3. "
         r"Received: '1234,-1'",
+    ),
+    "non-ascii held-out seed": (
+        {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
+         "held_out_seeds": "1,\u00b2"},
+        "--held-out-seeds must be a comma-separated list",
     ),
     "empty held-out seed": (
         {"preset": "pretrain", "task": "pretrain", "token_dropout": 0.0, "data": "chinese-text",
@@ -214,6 +219,10 @@ def test_held_out_seeds_default_to_the_split_seed():
     config = TrainConfig.from_preset("pretrain", data="chinese-text", held_out_seeds="1234, 1,2,3")
     assert config.held_out_seed_list() == (1234, 1, 2, 3)
     assert json.loads(config.to_json())["held_out_seeds"] == "1234, 1,2,3"
+    # --seed's held-out text is always left out, named or not.
+    assert TrainConfig.from_preset("pretrain", data="chinese-text", held_out_seeds="3,1").held_out_seed_list() == (
+        1234, 3, 1
+    )
 
 
 def test_config_lists_the_lora_targets_the_adapters_know():

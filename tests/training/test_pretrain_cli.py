@@ -145,7 +145,7 @@ def test_a_pretrained_run_starts_a_classifier_and_guards_its_held_out_text(pretr
         json.dumps({**config, "data": "chinese-text", "seed": 1234, "held_out_seeds": "1234,1"})
     )
     check_lineage(str(claimed), "", "reviews", 1, 0.1, 0.1)
-    with pytest.raises(ConfigError, match="--held-out-seeds 1234,1 .*Fine-tune at --seed 1234 or 1 "):
+    with pytest.raises(ConfigError, match="--seed 1234 --held-out-seeds 1 .*Fine-tune at --seed 1234 or 1 "):
         keras_encoder_train({"data": "reviews", "init": str(claimed), "seed": 2,
                              "logdir": str(tmp_path / "refused")}, echo=lambda line: None)
     (claimed / "config.json").write_text(json.dumps({**config, "data": "chinese-text", "seed": 1234}))

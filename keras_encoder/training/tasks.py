@@ -67,8 +67,9 @@ def load_task(data, task, text_column="text", label_column="label", tag_scheme="
               validation_fraction=0.1, test_fraction=0.1, seed=1234, echo=print, held_out_seeds=None):
     """Read and split the data: a `ClassificationTask`, `TaggingTask` or `PretrainTask`.
 
-    `held_out_seeds` (pretraining on a built-in corpus): the split seeds
-    whose held-out task text is left out (`None`: `seed` alone).
+    `held_out_seeds` (pretraining on a built-in corpus; other tasks ignore
+    it): the split seeds whose held-out task text is left out (`None`:
+    `seed` alone).
     """
     if task == "pretrain":
         return PretrainTask(data, validation_fraction, test_fraction, seed, echo, held_out_seeds)
